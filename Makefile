@@ -1,0 +1,64 @@
+# chatglm build. `make` builds bin/chatglm, `make test` runs vet and every
+# test, `make bench` runs the benchmark suite, `make cuda` builds the ggml
+# CUDA backend as bin/libggml-cuda.so.
+#
+# The llama.cpp + ggml sources come from the pinned Go module
+# github.com/ollama/ollama (see third_party/README.md). cgo compiles them with
+# the flags below, which match what llama.cpp's own CMake build sets for a
+# native CPU build: -O3 -march=native, OpenMP threads, CPU weight repacking
+# and llamafile's sgemm (the latter is already on in the module).
+
+GO            ?= go
+LLAMA_MODULE  := github.com/ollama/ollama
+LLAMA_DIR     := $(shell $(GO) list -m -f '{{.Dir}}' $(LLAMA_MODULE) 2>/dev/null)
+# CPU target for the C/C++ parts; set e.g. CPU_ARCH=x86-64-v3 for a portable build.
+CPU_ARCH      ?= native
+OPT_FLAGS     := -O3 -march=$(CPU_ARCH) -fopenmp -DGGML_USE_OPENMP -DGGML_USE_CPU_REPACK
+
+export CGO_ENABLED  := 1
+export CGO_CPPFLAGS := -I$(LLAMA_DIR)/llama/llama.cpp/include -I$(LLAMA_DIR)/ml/backend/ggml/ggml/include
+export CGO_CFLAGS   := $(OPT_FLAGS)
+export CGO_CXXFLAGS := $(OPT_FLAGS)
+export CGO_LDFLAGS  := -fopenmp
+
+# Packages with no cgo below them run under the race detector.
+PURE_PKGS = $(shell $(GO) list -f '{{if not .CgoFiles}}{{.ImportPath}} {{join .Deps " "}}{{end}}' ./... | awk '$$0 !~ /chatglm\/binding/ {print $$1}')
+CGO_PKGS  = $(filter-out $(PURE_PKGS),$(shell $(GO) list ./...))
+
+BIN := bin/chatglm
+
+.PHONY: all build test vet testdata bench cuda clean env mod
+
+all: build
+
+build: mod
+	$(GO) build -o $(BIN) ./cmd/chatglm
+
+mod:
+	@test -n "$(LLAMA_DIR)" || $(GO) mod download $(LLAMA_MODULE)
+
+vet: mod
+	$(GO) vet ./...
+
+test: vet testdata
+	$(GO) test -race -count=1 $(PURE_PKGS)
+	$(GO) test -count=1 -timeout 30m $(CGO_PKGS)
+
+# Fetch the tokenizer/config test files when the shared folder is absent.
+testdata:
+	@$(GO) run ./internal/testdata/fetch
+
+bench: build
+	./scripts/bench.sh
+
+# CUDA backend (see third_party/cuda). CUDA_ARCHITECTURES: native, 90, "80;90", ...
+CUDA_ARCHITECTURES ?= native
+cuda: build
+	./third_party/cuda/build.sh "$(LLAMA_DIR)" "$(CUDA_ARCHITECTURES)" bin
+
+# Print the cgo environment, for running go commands by hand: eval $$(make -s env)
+env:
+	@echo export CGO_CPPFLAGS=\"$(CGO_CPPFLAGS)\" CGO_CFLAGS=\"$(CGO_CFLAGS)\" CGO_CXXFLAGS=\"$(CGO_CXXFLAGS)\" CGO_LDFLAGS=\"$(CGO_LDFLAGS)\"
+
+clean:
+	rm -rf bin
