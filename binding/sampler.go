@@ -1,0 +1,126 @@
+package binding
+
+/*
+#include "shim.h"
+*/
+import "C"
+
+import (
+	"fmt"
+	"math"
+	"sync"
+)
+
+// SamplerParams configures a sampler chain. Temperature <= 0 means greedy
+// decoding (always the most likely token), which ignores the other fields
+// except the penalties.
+type SamplerParams struct {
+	Temperature      float32
+	TopK             int     // keep the k most likely tokens (0 = off)
+	TopP             float32 // nucleus sampling (1 or 0 = off)
+	MinP             float32 // drop tokens below MinP x the top probability (0 = off)
+	RepeatPenalty    float32 // divide logits of recent tokens (1 or 0 = off)
+	FrequencyPenalty float32 // subtract per occurrence (0 = off)
+	PresencePenalty  float32 // subtract once if present (0 = off)
+	PenaltyLastN     int     // how many recent tokens the penalties see (0 = 64, -1 = context)
+	Seed             uint32  // random seed; RandomSeed picks one
+}
+
+// RandomSeed asks for a fresh random seed.
+const RandomSeed = math.MaxUint32
+
+// Sampler is a llama.cpp sampler chain. It is not safe for concurrent use.
+type Sampler struct {
+	mu sync.Mutex
+	c  *C.struct_llama_sampler
+}
+
+// NewSampler builds the chain: penalties, then top-k, top-p, min-p,
+// temperature and a seeded random pick (or greedy).
+func NewSampler(p SamplerParams) (*Sampler, error) {
+	Init()
+	if p.TopP < 0 || p.TopP > 1 || p.MinP < 0 || p.MinP > 1 || p.TopK < 0 || p.RepeatPenalty < 0 {
+		return nil, fmt.Errorf("sampler: parameters out of range: %+v", p)
+	}
+	if math.IsNaN(float64(p.Temperature)) {
+		return nil, fmt.Errorf("sampler: temperature is NaN")
+	}
+	cp := C.llama_sampler_chain_default_params()
+	chain := C.llama_sampler_chain_init(cp)
+	add := func(s *C.struct_llama_sampler) { C.llama_sampler_chain_add(chain, s) }
+	repeat := p.RepeatPenalty
+	if repeat == 0 {
+		repeat = 1
+	}
+	if repeat != 1 || p.FrequencyPenalty != 0 || p.PresencePenalty != 0 {
+		lastN := p.PenaltyLastN
+		if lastN == 0 {
+			lastN = 64
+		}
+		add(C.llama_sampler_init_penalties(C.int32_t(lastN), C.float(repeat), C.float(p.FrequencyPenalty), C.float(p.PresencePenalty)))
+	}
+	if p.Temperature <= 0 {
+		add(C.llama_sampler_init_greedy())
+		return &Sampler{c: chain}, nil
+	}
+	if p.TopK > 0 {
+		add(C.llama_sampler_init_top_k(C.int32_t(p.TopK)))
+	}
+	if p.TopP > 0 && p.TopP < 1 {
+		add(C.llama_sampler_init_top_p(C.float(p.TopP), 1))
+	}
+	if p.MinP > 0 {
+		add(C.llama_sampler_init_min_p(C.float(p.MinP), 1))
+	}
+	add(C.llama_sampler_init_temp(C.float(p.Temperature)))
+	add(C.llama_sampler_init_dist(C.uint32_t(p.Seed)))
+	return &Sampler{c: chain}, nil
+}
+
+// Close frees the chain. Calling Close again is a no-op.
+func (s *Sampler) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.c != nil {
+		C.llama_sampler_free(s.c)
+		s.c = nil
+	}
+}
+
+// Sample picks a token from batch row i of the context's last Decode
+// (-1 = last row with logits) and records it for the penalties.
+func (s *Sampler) Sample(c *Context, i int) (int32, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.c == nil {
+		return 0, ErrClosed
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.c == nil {
+		return 0, ErrClosed
+	}
+	if C.llama_get_logits_ith(c.c, C.int32_t(i)) == nil {
+		return 0, withLlamaError(fmt.Sprintf("sample: no logits for batch row %d", i))
+	}
+	return int32(C.llama_sampler_sample(s.c, c.c, C.int32_t(i))), nil
+}
+
+// Accept records a token chosen elsewhere (e.g. a prompt token) for the
+// penalties.
+func (s *Sampler) Accept(token int32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.c != nil {
+		C.llama_sampler_accept(s.c, C.llama_token(token))
+	}
+}
+
+// Reset forgets accepted tokens and restarts the random sequence state.
+func (s *Sampler) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.c != nil {
+		C.llama_sampler_reset(s.c)
+	}
+}
