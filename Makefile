@@ -26,13 +26,16 @@ PURE_PKGS = $(shell $(GO) list -f '{{if not .CgoFiles}}{{.ImportPath}} {{join .D
 CGO_PKGS  = $(filter-out $(PURE_PKGS),$(shell $(GO) list ./...))
 
 BIN := bin/chatglm
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+# -rdynamic exports ggml's symbols so bin/libggml-cuda.so can use them.
+LDFLAGS := -X main.version=$(VERSION) -extldflags=-rdynamic
 
 .PHONY: all build test vet testdata bench cuda clean env mod
 
 all: build
 
 build: mod
-	$(GO) build -o $(BIN) ./cmd/chatglm
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/chatglm
 
 mod:
 	@test -n "$(LLAMA_DIR)" || $(GO) mod download $(LLAMA_MODULE)

@@ -30,7 +30,7 @@ import (
 	"unsafe"
 
 	// The pinned llama.cpp + ggml sources (with the CPU backend), compiled by cgo.
-	_ "github.com/ollama/ollama/llama/llama.cpp/src"
+	_ "github.com/chatglm/chatglm/third_party/llamacpp"
 )
 
 var initOnce sync.Once
