@@ -107,3 +107,16 @@ func (b *Batch) seqs() []int32 {
 	}
 	return out
 }
+
+// CountSeq counts the rows whose first sequence id is seq.
+func (b *Batch) CountSeq(seq int) int {
+	n := 0
+	counts := unsafe.Slice(b.c.n_seq_id, b.cap)
+	ids := unsafe.Slice(b.c.seq_id, b.cap)
+	for i := 0; i < b.Len(); i++ {
+		if counts[i] > 0 && int(unsafe.Slice(ids[i], 1)[0]) == seq {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,616 @@
+// Package engine runs one model for many sequences at once. It owns the
+// llama.cpp context: a single scheduler goroutine packs the prompt chunks
+// and next tokens of every active sequence into shared decode steps
+// (continuous batching), samples each sequence with its own sampler and
+// streams tokens back to the caller.
+//
+// A Slot is one KV sequence. It remembers the tokens its KV cache holds, so
+// a request whose prompt starts with them evaluates only the rest: a chat
+// turn costs its new tokens, not the whole history.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/chatglm/chatglm/binding"
+)
+
+// Options configure an engine.
+type Options struct {
+	ModelPath   string
+	GPULayers   int    // layers to offload; negative = all
+	ContextSize int    // tokens per sequence (0 = the model's training context)
+	Parallel    int    // sequences served at once (default 1)
+	BatchSize   int    // most tokens per decode step (default 512)
+	UBatchSize  int    // physical micro-batch (default 512)
+	Threads     int    // CPU threads (default: all cores)
+	FlashAttn   binding.FlashAttn
+	CacheTypeK  string // KV cache types, e.g. "f16" (default), "q8_0"
+	CacheTypeV  string
+	NoMmap      bool
+	Perf        bool          // collect llama.cpp's performance counters
+	Progress    func(float32) // model load progress
+}
+
+// Sampling are the per-request sampling settings (see binding.SamplerParams).
+type Sampling struct {
+	Temperature      float32
+	TopK             int
+	TopP             float32
+	MinP             float32
+	RepeatPenalty    float32
+	PresencePenalty  float32
+	FrequencyPenalty float32
+	RepeatLastN      int
+	Seed             uint32
+}
+
+// Request asks a slot to continue a token sequence.
+type Request struct {
+	// Prompt is the whole sequence the model should have seen; the part
+	// the slot's KV cache already holds is not evaluated again.
+	Prompt []int32
+	// MaxTokens bounds the reply (0 = until the context is full).
+	MaxTokens int
+	// Stop lists token ids that end the reply; they are not emitted.
+	Stop     []int32
+	Sampling Sampling
+}
+
+// Token is one generated token.
+type Token struct {
+	ID    int32
+	Piece []byte // the token's bytes; may be part of a UTF-8 character
+}
+
+// Finish reasons.
+const (
+	FinishStop      = "stop"      // a stop token, or the caller returned ErrStop
+	FinishLength    = "length"    // MaxTokens or the context limit
+	FinishCancelled = "cancelled" // the context was cancelled
+)
+
+// ErrStop, returned by a token callback, ends generation normally.
+var ErrStop = errors.New("engine: stop generation")
+
+// Result describes a finished generation.
+type Result struct {
+	Tokens          []int32 // generated tokens, without the stop token
+	Finish          string  // FinishStop, FinishLength or FinishCancelled
+	StopToken       int32   // the stop token, when one ended the reply (else -1)
+	PromptTokens    int     // len(Request.Prompt)
+	CachedTokens    int     // prompt tokens reused from the slot's KV cache
+	EvaluatedTokens int     // prompt tokens evaluated for this request
+	PromptTime      time.Duration
+	GenTime         time.Duration
+}
+
+// PromptTooLongError reports a prompt that does not fit the context.
+type PromptTooLongError struct {
+	Tokens, Limit int
+}
+
+func (e *PromptTooLongError) Error() string {
+	return fmt.Sprintf("prompt of %d tokens does not fit the context of %d tokens", e.Tokens, e.Limit)
+}
+
+// Engine serves one model to several slots.
+type Engine struct {
+	model   *binding.Model
+	lctx    *binding.Context
+	opts    Options
+	ctxSize int // per sequence
+
+	slotMu sync.Mutex
+	free   []*Slot
+	wake   chan struct{} // signalled when a slot is released
+
+	jobs     chan *job
+	quit     chan struct{}
+	loopDone chan struct{}
+	closed   atomic.Bool
+
+	stats Stats
+	statMu sync.Mutex
+	waiting atomic.Int64
+}
+
+// Stats are running totals for monitoring.
+type Stats struct {
+	Requests        int64
+	PromptTokens    int64 // evaluated prompt tokens
+	GeneratedTokens int64
+	Active          int64 // requests generating now
+	Waiting         int64 // callers waiting for a slot
+	DecodeSteps     int64
+}
+
+// Open loads the model and creates the context and slots.
+func Open(ctx context.Context, o Options) (*Engine, error) {
+	if o.Parallel <= 0 {
+		o.Parallel = 1
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 512
+	}
+	if o.UBatchSize <= 0 {
+		o.UBatchSize = min(512, o.BatchSize)
+	}
+	m, err := binding.LoadModel(ctx, o.ModelPath, binding.ModelParams{GPULayers: o.GPULayers, NoMmap: o.NoMmap, Progress: o.Progress})
+	if err != nil {
+		return nil, err
+	}
+	perSeq := o.ContextSize
+	if perSeq <= 0 {
+		perSeq = m.ContextLength()
+	}
+	lctx, err := m.NewContext(binding.ContextParams{
+		NCtx:      perSeq * o.Parallel,
+		NBatch:    o.BatchSize,
+		NUBatch:   o.UBatchSize,
+		NSeqMax:   o.Parallel,
+		Threads:   o.Threads,
+		FlashAttn: o.FlashAttn,
+		TypeK:     o.CacheTypeK,
+		TypeV:     o.CacheTypeV,
+		Perf:      o.Perf,
+	})
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	e := &Engine{
+		model:    m,
+		lctx:     lctx,
+		opts:     o,
+		ctxSize:  lctx.SeqSize(),
+		wake:     make(chan struct{}, 1),
+		jobs:     make(chan *job),
+		quit:     make(chan struct{}),
+		loopDone: make(chan struct{}),
+	}
+	for i := 0; i < o.Parallel; i++ {
+		e.free = append(e.free, &Slot{e: e, id: i})
+	}
+	go e.loop()
+	return e, nil
+}
+
+// Close stops the scheduler and frees the context and model. Requests in
+// flight end as cancelled. Calling Close again is a no-op.
+func (e *Engine) Close() error {
+	if e.closed.Swap(true) {
+		return nil
+	}
+	close(e.quit)
+	<-e.loopDone
+	err := e.lctx.Close()
+	if err2 := e.model.Close(); err == nil {
+		err = err2
+	}
+	return err
+}
+
+// Model is the loaded model (for metadata and tokenization).
+func (e *Engine) Model() *binding.Model { return e.model }
+
+// Context is the llama.cpp context; only for counters such as Perf.
+func (e *Engine) Context() *binding.Context { return e.lctx }
+
+// ContextSize is the number of tokens one sequence may hold.
+func (e *Engine) ContextSize() int { return e.ctxSize }
+
+// Parallel is the number of slots.
+func (e *Engine) Parallel() int { return e.opts.Parallel }
+
+// Tokenize encodes text as SentencePiece does, with the dummy-prefix space
+// and without recognising special tokens in the text.
+func (e *Engine) Tokenize(text string) ([]int32, error) {
+	return e.model.Tokenize(text, false, false)
+}
+
+// Stats returns the running totals.
+func (e *Engine) Stats() Stats {
+	e.statMu.Lock()
+	s := e.stats
+	e.statMu.Unlock()
+	s.Waiting = e.waiting.Load()
+	return s
+}
+
+func (e *Engine) addStats(f func(*Stats)) {
+	e.statMu.Lock()
+	f(&e.stats)
+	e.statMu.Unlock()
+}
+
+// ErrClosed is returned after Close.
+var ErrClosed = errors.New("engine: closed")
+
+// Acquire waits for a free slot. Release it when done.
+func (e *Engine) Acquire(ctx context.Context) (*Slot, error) { return e.AcquireFor(ctx, nil) }
+
+// AcquireFor waits for a free slot, preferring the one whose KV cache shares
+// the longest prefix with prompt.
+func (e *Engine) AcquireFor(ctx context.Context, prompt []int32) (*Slot, error) {
+	e.waiting.Add(1)
+	defer e.waiting.Add(-1)
+	for {
+		if s := e.TryAcquireFor(prompt); s != nil {
+			return s, nil
+		}
+		select {
+		case <-e.wake:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-e.quit:
+			return nil, ErrClosed
+		}
+	}
+}
+
+// TryAcquireFor returns a free slot (best prefix match first) or nil.
+func (e *Engine) TryAcquireFor(prompt []int32) *Slot {
+	e.slotMu.Lock()
+	defer e.slotMu.Unlock()
+	if len(e.free) == 0 || e.closed.Load() {
+		return nil
+	}
+	best, bestLen := 0, -1
+	for i, s := range e.free {
+		if n := commonPrefix(s.cached, prompt); n > bestLen {
+			best, bestLen = i, n
+		}
+	}
+	s := e.free[best]
+	e.free = append(e.free[:best], e.free[best+1:]...)
+	s.inUse = true
+	// Let another waiter look too, if slots remain.
+	if len(e.free) > 0 {
+		e.signal()
+	}
+	return s
+}
+
+func (e *Engine) signal() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+func commonPrefix(a, b []int32) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	return n
+}
+
+// Slot is one sequence in the KV cache, held by one caller at a time.
+type Slot struct {
+	e      *Engine
+	id     int
+	cached []int32 // tokens whose KV is in the cache, positions 0..len-1
+	inUse  bool
+	busy   atomic.Bool
+}
+
+// ID is the slot's sequence id.
+func (s *Slot) ID() int { return s.id }
+
+// Cached returns a copy of the tokens the slot's KV cache holds.
+func (s *Slot) Cached() []int32 {
+	s.e.slotMu.Lock()
+	defer s.e.slotMu.Unlock()
+	return append([]int32(nil), s.cached...)
+}
+
+// Release gives the slot back; its cache stays for later reuse.
+func (s *Slot) Release() {
+	s.e.slotMu.Lock()
+	if !s.inUse {
+		s.e.slotMu.Unlock()
+		return
+	}
+	s.inUse = false
+	s.e.free = append(s.e.free, s)
+	s.e.slotMu.Unlock()
+	s.e.signal()
+}
+
+// event is one message from the scheduler to a waiting Generate call.
+type event struct {
+	tok  *Token
+	done *Result
+	err  error
+}
+
+// job is a request in the scheduler.
+type job struct {
+	ctx     context.Context
+	cancel  context.CancelFunc
+	slot    *Slot
+	req     Request
+	events  chan event
+	sampler *binding.Sampler
+	stop    map[int32]bool
+
+	pending  []int32 // prompt tokens still to evaluate
+	row      int     // batch row whose logits to sample, or -1
+	last     int32   // token to feed next during generation
+	feedLast bool
+	res      Result
+	started  time.Time
+	firstTok time.Time
+}
+
+// Generate continues req.Prompt in this slot and calls onToken for every
+// generated token, from the caller's goroutine. onToken may return ErrStop
+// to end the reply normally, or another error to abort it.
+func (s *Slot) Generate(ctx context.Context, req Request, onToken func(Token) error) (Result, error) {
+	if !s.busy.CompareAndSwap(false, true) {
+		return Result{}, fmt.Errorf("engine: slot %d is already generating", s.id)
+	}
+	defer s.busy.Store(false)
+	if len(req.Prompt) == 0 {
+		return Result{}, fmt.Errorf("engine: empty prompt")
+	}
+	if len(req.Prompt) >= s.e.ctxSize {
+		return Result{}, &PromptTooLongError{Tokens: len(req.Prompt), Limit: s.e.ctxSize}
+	}
+	for i, t := range req.Prompt {
+		if !s.e.model.ValidToken(t) {
+			return Result{}, fmt.Errorf("engine: prompt token %d at %d out of range [0, %d)", t, i, s.e.model.VocabSize())
+		}
+	}
+	smp, err := binding.NewSampler(binding.SamplerParams{
+		Temperature: req.Sampling.Temperature, TopK: req.Sampling.TopK, TopP: req.Sampling.TopP, MinP: req.Sampling.MinP,
+		RepeatPenalty: req.Sampling.RepeatPenalty, PresencePenalty: req.Sampling.PresencePenalty,
+		FrequencyPenalty: req.Sampling.FrequencyPenalty, PenaltyLastN: req.Sampling.RepeatLastN, Seed: req.Sampling.Seed,
+	})
+	if err != nil {
+		return Result{}, err
+	}
+	jctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	j := &job{ctx: jctx, cancel: cancel, slot: s, req: req, events: make(chan event, 256), sampler: smp, row: -1,
+		stop: map[int32]bool{}, started: time.Now()}
+	for _, t := range req.Stop {
+		j.stop[t] = true
+	}
+	j.res.StopToken = -1
+	j.res.PromptTokens = len(req.Prompt)
+	select {
+	case s.e.jobs <- j:
+	case <-s.e.quit:
+		smp.Close()
+		return Result{}, ErrClosed
+	}
+	// The scheduler owns the sampler from here and closes it.
+	var cbErr error
+	for ev := range j.events {
+		switch {
+		case ev.tok != nil:
+			if cbErr != nil {
+				continue
+			}
+			if err := onToken(*ev.tok); err != nil {
+				cbErr = err
+				cancel()
+			}
+		case ev.done != nil:
+			res := *ev.done
+			if errors.Is(cbErr, ErrStop) {
+				res.Finish = FinishStop
+				return res, nil
+			}
+			if cbErr != nil {
+				return res, cbErr
+			}
+			if res.Finish == FinishCancelled && ctx.Err() != nil {
+				return res, ctx.Err()
+			}
+			return res, nil
+		case ev.err != nil:
+			return Result{}, ev.err
+		}
+	}
+	return j.res, fmt.Errorf("engine: scheduler stopped")
+}
+
+// loop is the scheduler: the only goroutine that touches the context.
+func (e *Engine) loop() {
+	defer close(e.loopDone)
+	batch, err := binding.NewBatch(e.opts.BatchSize, 1)
+	if err != nil {
+		slog.Error("engine: batch", "err", err)
+		return
+	}
+	defer batch.Close()
+	var active []*job
+	finish := func(j *job, reason string, err error) {
+		j.sampler.Close()
+		if err != nil {
+			j.events <- event{err: err}
+		} else {
+			j.res.Finish = reason
+			if !j.firstTok.IsZero() {
+				j.res.PromptTime = j.firstTok.Sub(j.started)
+				j.res.GenTime = time.Since(j.firstTok)
+			} else {
+				j.res.PromptTime = time.Since(j.started)
+			}
+			r := j.res
+			j.events <- event{done: &r}
+		}
+		close(j.events)
+		e.addStats(func(s *Stats) { s.Active-- })
+	}
+	defer func() {
+		for _, j := range active {
+			finish(j, FinishCancelled, nil)
+		}
+	}()
+	for {
+		// Take new jobs; block only when idle.
+		if len(active) == 0 {
+			select {
+			case j := <-e.jobs:
+				active = append(active, e.start(j))
+			case <-e.quit:
+				return
+			}
+		}
+		for more := true; more; {
+			select {
+			case j := <-e.jobs:
+				active = append(active, e.start(j))
+			case <-e.quit:
+				return
+			default:
+				more = false
+			}
+		}
+		// Drop cancelled jobs.
+		kept := active[:0]
+		for _, j := range active {
+			if j.ctx.Err() != nil {
+				finish(j, FinishCancelled, nil)
+				continue
+			}
+			kept = append(kept, j)
+		}
+		active = kept
+		if len(active) == 0 {
+			continue
+		}
+		// Fill one batch: next tokens of generating jobs first, then
+		// prompt chunks.
+		batch.Clear()
+		budget := batch.Cap()
+		for _, j := range active {
+			j.row = -1
+			if j.feedLast && budget > 0 {
+				row, _ := batch.Add(j.last, len(j.slot.cached), []int{j.slot.id}, true)
+				j.row = row
+				budget--
+			}
+		}
+		for _, j := range active {
+			if len(j.pending) == 0 || budget == 0 {
+				continue
+			}
+			n := min(len(j.pending), budget)
+			for k := 0; k < n; k++ {
+				lastOfPrompt := k == n-1 && n == len(j.pending)
+				row, _ := batch.Add(j.pending[k], len(j.slot.cached)+k, []int{j.slot.id}, lastOfPrompt)
+				if lastOfPrompt {
+					j.row = row
+				}
+			}
+			budget -= n
+		}
+		if batch.Len() == 0 {
+			continue
+		}
+		err := e.lctx.Decode(context.Background(), batch)
+		e.addStats(func(s *Stats) { s.DecodeSteps++ })
+		if err != nil {
+			// A failed step fails its jobs; cells a partly finished
+			// step left behind are removed so the caches stay exact.
+			for _, j := range active {
+				e.lctx.SeqRemove(j.slot.id, len(j.slot.cached), -1)
+				finish(j, "", fmt.Errorf("engine: %w", err))
+			}
+			active = active[:0]
+			continue
+		}
+		// Commit what was evaluated, then sample.
+		kept = active[:0]
+		for _, j := range active {
+			if j.feedLast {
+				j.slot.cached = append(j.slot.cached, j.last)
+				j.feedLast = false
+			} else if len(j.pending) > 0 {
+				n := len(j.pending)
+				if j.row < 0 {
+					// Only part of the prompt fitted this step.
+					n = j.chunkIn(batch)
+				}
+				j.slot.cached = append(j.slot.cached, j.pending[:n]...)
+				j.pending = j.pending[n:]
+				j.res.EvaluatedTokens += n
+				e.addStats(func(s *Stats) { s.PromptTokens += int64(n) })
+			}
+			if j.row < 0 {
+				kept = append(kept, j)
+				continue
+			}
+			tok, err := j.sampler.Sample(e.lctx, j.row)
+			if err != nil {
+				finish(j, "", err)
+				continue
+			}
+			if j.firstTok.IsZero() {
+				j.firstTok = time.Now()
+			}
+			if j.stop[tok] {
+				j.res.StopToken = tok
+				finish(j, FinishStop, nil)
+				continue
+			}
+			piece, _ := e.model.TokenPiece(tok, false)
+			j.res.Tokens = append(j.res.Tokens, tok)
+			e.addStats(func(s *Stats) { s.GeneratedTokens++ })
+			select {
+			case j.events <- event{tok: &Token{ID: tok, Piece: piece}}:
+			case <-j.ctx.Done():
+				finish(j, FinishCancelled, nil)
+				continue
+			}
+			if (j.req.MaxTokens > 0 && len(j.res.Tokens) >= j.req.MaxTokens) || len(j.slot.cached)+1 >= e.ctxSize {
+				finish(j, FinishLength, nil)
+				continue
+			}
+			j.last, j.feedLast = tok, true
+			kept = append(kept, j)
+		}
+		active = kept
+	}
+}
+
+// chunkIn counts the job's prompt tokens in the batch (rows of its slot).
+func (j *job) chunkIn(b *binding.Batch) int {
+	return b.CountSeq(j.slot.id)
+}
+
+// start prepares a job: it reuses the slot's cached prefix and removes the
+// rest of the slot's KV cells.
+func (e *Engine) start(j *job) *job {
+	e.addStats(func(s *Stats) { s.Requests++; s.Active++ })
+	s := j.slot
+	n := commonPrefix(s.cached, j.req.Prompt)
+	if n == len(j.req.Prompt) {
+		n-- // evaluate at least one token to get logits
+	}
+	if n < len(s.cached) {
+		if !e.lctx.SeqRemove(s.id, n, -1) {
+			e.lctx.SeqRemove(s.id, -1, -1)
+			n = 0
+		}
+		s.cached = s.cached[:n]
+	}
+	j.res.CachedTokens = n
+	j.pending = append([]int32(nil), j.req.Prompt[n:]...)
+	for _, t := range j.req.Prompt {
+		j.sampler.Accept(t)
+	}
+	return j
+}
