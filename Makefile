@@ -56,8 +56,9 @@ testdata:
 bench: build
 	./scripts/bench.sh
 
-# CUDA backend (see third_party/cuda). CUDA_ARCHITECTURES: native, 90, "80;90", ...
-CUDA_ARCHITECTURES ?= native
+# CUDA backend (see third_party/cuda). CUDA_ARCHITECTURES: native when a GPU is
+# visible, else 90 (H100/H200); any CMake list works, e.g. "80;90".
+CUDA_ARCHITECTURES ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo native || echo 90)
 cuda: build
 	./third_party/cuda/build.sh "$(LLAMA_DIR)" "$(CUDA_ARCHITECTURES)" bin
 
