@@ -24,12 +24,12 @@ func TestPythonFloatRepr(t *testing.T) {
 
 func TestPythonJSONIndentEdgeCases(t *testing.T) {
 	for raw, want := range map[string]string{
-		`[]`:                  `[]`,
-		`{}`:                  `{}`,
-		`"a<b>&c\u2028"`:      "\"a<b>&c\u2028\"",
-		`{"b":1,"a":2,"b":3}`: "{\n    \"b\": 3,\n    \"a\": 2\n}",
-		`-0`:                  `0`,
-		`1e400`:               `Infinity`,
+		`[]`:                              `[]`,
+		`{}`:                              `{}`,
+		`"a<b>&c\u2028"`:                  "\"a<b>&c\u2028\"",
+		`{"b":1,"a":2,"b":3}`:             "{\n    \"b\": 3,\n    \"a\": 2\n}",
+		`-0`:                              `0`,
+		`1e400`:                           `Infinity`,
 		`[1.0, 10, "\u0000\u001f\u007f"]`: "[\n    1.0,\n    10,\n    \"\\u0000\\u001f\u007f\"\n]",
 	} {
 		got, err := PythonJSONIndent([]byte(raw))

@@ -180,9 +180,14 @@ func (f *DisplayFilter) endSegment() string {
 	var out string
 	switch f.state {
 	case dfMeta:
-		// No newline at all: the whole segment is content.
-		f.state = dfContent
-		out = f.emit(true)
+		meta, content, found := strings.Cut(f.pending, "\n")
+		switch {
+		case !found: // no newline at all: the whole segment is content
+			out = f.emit(true)
+		case strings.TrimFunc(meta, pyIsSpace) == "":
+			f.pending = content
+			out = f.emit(true)
+		}
 	case dfContent:
 		out = f.emit(true)
 	}
@@ -201,9 +206,9 @@ func (f *DisplayFilter) emit(final bool) string {
 		text = strings.TrimRightFunc(text, pyIsSpace)
 		cut = len(text)
 	} else {
-		cut = len(strings.TrimRightFunc(text, pyIsSpace))
-		cut = min(cut, len(text)-heldMarkerPrefix(text, assistantMarker))
-		cut = min(cut, len(text)-heldMarkerPrefix(text, TrainingTimePlaceholder))
+		cut = min(len(text)-heldMarkerPrefix(text, assistantMarker),
+			len(text)-heldMarkerPrefix(text, TrainingTimePlaceholder))
+		cut = len(strings.TrimRightFunc(text[:cut], pyIsSpace))
 	}
 	show := strings.ReplaceAll(text[:cut], TrainingTimePlaceholder, TrainingTimeText)
 	f.pending = text[cut:]
