@@ -13,7 +13,7 @@ LLAMA_MODULE  := github.com/ollama/ollama
 LLAMA_DIR     := $(shell $(GO) list -m -f '{{.Dir}}' $(LLAMA_MODULE) 2>/dev/null)
 # CPU target for the C/C++ parts; set e.g. CPU_ARCH=x86-64-v3 for a portable build.
 CPU_ARCH      ?= native
-OPT_FLAGS     := -O3 -march=$(CPU_ARCH) -fopenmp -DGGML_USE_OPENMP -DGGML_USE_CPU_REPACK
+OPT_FLAGS     := -O3 -DNDEBUG -march=$(CPU_ARCH) -fopenmp -DGGML_USE_OPENMP -DGGML_USE_CPU_REPACK
 
 export CGO_ENABLED  := 1
 export CGO_CPPFLAGS := -I$(LLAMA_DIR)/llama/llama.cpp/include -I$(LLAMA_DIR)/ml/backend/ggml/ggml/include
