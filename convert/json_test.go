@@ -1,0 +1,6 @@
+package convert_test
+
+import "encoding/json"
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+func jsonMarshal(v any) []byte            { b, _ := json.Marshal(v); return b }

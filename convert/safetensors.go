@@ -1,0 +1,145 @@
+package convert
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"sort"
+)
+
+// maxSafetensorsHeader bounds the JSON header of a safetensors file
+// (the reference implementation uses 100 MB).
+const maxSafetensorsHeader = 100 << 20
+
+// dtypeSize is the element size of the dtypes the converter reads; other
+// safetensors dtypes are recognised so that errors can name them.
+var dtypeSize = map[string]int{
+	"F16": 2, "BF16": 2, "F32": 4,
+	"F64": 8, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+	"U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1,
+}
+
+// STEntry is one tensor described by a safetensors header.
+type STEntry struct {
+	Name  string
+	DType string
+	Shape []int64
+	Begin int64 // offsets relative to the start of the data (after the header)
+	End   int64
+}
+
+// ParseSafetensorsHeader decodes and checks a safetensors JSON header for a
+// file whose data section holds dataLen bytes. It checks dtypes, that
+// offsets lie inside the data, that each tensor's byte length matches its
+// shape, and that tensors do not overlap. Entries are sorted by offset.
+func ParseSafetensorsHeader(hdr []byte, dataLen int64) ([]STEntry, map[string]string, error) {
+	var raw map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(hdr))
+	if err := dec.Decode(&raw); err != nil {
+		return nil, nil, fmt.Errorf("header JSON: %w", err)
+	}
+	var meta map[string]string
+	entries := make([]STEntry, 0, len(raw))
+	for name, msg := range raw {
+		if name == "__metadata__" {
+			if err := json.Unmarshal(msg, &meta); err != nil {
+				return nil, nil, fmt.Errorf("__metadata__: %w", err)
+			}
+			continue
+		}
+		var e struct {
+			DType   string  `json:"dtype"`
+			Shape   []int64 `json:"shape"`
+			Offsets []int64 `json:"data_offsets"`
+		}
+		if err := json.Unmarshal(msg, &e); err != nil {
+			return nil, nil, fmt.Errorf("tensor %s: %w", name, err)
+		}
+		if len(e.Offsets) != 2 {
+			return nil, nil, fmt.Errorf("tensor %s: data_offsets has %d values, want 2", name, len(e.Offsets))
+		}
+		size, ok := dtypeSize[e.DType]
+		if !ok {
+			return nil, nil, fmt.Errorf("tensor %s: unknown dtype %q", name, e.DType)
+		}
+		n, err := numel(e.Shape)
+		if err != nil {
+			return nil, nil, fmt.Errorf("tensor %s: %w", name, err)
+		}
+		b, en := e.Offsets[0], e.Offsets[1]
+		if b < 0 || en < b || en > dataLen {
+			return nil, nil, fmt.Errorf("tensor %s: data_offsets [%d, %d] out of range (data is %d bytes: truncated file?)", name, b, en, dataLen)
+		}
+		if n > math.MaxInt64/int64(size) || en-b != n*int64(size) {
+			return nil, nil, fmt.Errorf("tensor %s: %d bytes for shape %v of %s (want %d×%d)", name, en-b, e.Shape, e.DType, n, size)
+		}
+		entries = append(entries, STEntry{Name: name, DType: e.DType, Shape: e.Shape, Begin: b, End: en})
+	}
+	sort.Slice(entries, func(i, j int) bool {
+		if entries[i].Begin != entries[j].Begin {
+			return entries[i].Begin < entries[j].Begin
+		}
+		return entries[i].Name < entries[j].Name
+	})
+	for i := 1; i < len(entries); i++ {
+		if entries[i].Begin < entries[i-1].End {
+			return nil, nil, fmt.Errorf("tensors %s and %s overlap", entries[i-1].Name, entries[i].Name)
+		}
+	}
+	return entries, meta, nil
+}
+
+// numel multiplies out a shape, refusing negative dims and overflow.
+func numel(shape []int64) (int64, error) {
+	n := int64(1)
+	for _, d := range shape {
+		if d < 0 {
+			return 0, fmt.Errorf("negative dimension in shape %v", shape)
+		}
+		if d != 0 && n > math.MaxInt64/d {
+			return 0, fmt.Errorf("shape %v overflows", shape)
+		}
+		n *= d
+	}
+	return n, nil
+}
+
+// readSafetensors reads the header of the safetensors file at path and
+// returns its tensors as sources with absolute offsets.
+func readSafetensors(path string) ([]Source, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	var lenBuf [8]byte
+	if _, err := io.ReadFull(f, lenBuf[:]); err != nil {
+		return nil, fmt.Errorf("safetensors %s: truncated (%d bytes, no header length)", path, st.Size())
+	}
+	hl := binary.LittleEndian.Uint64(lenBuf[:])
+	if hl > maxSafetensorsHeader || int64(hl) > st.Size()-8 {
+		return nil, fmt.Errorf("safetensors %s: header length %d does not fit the %d-byte file (truncated or not safetensors)", path, hl, st.Size())
+	}
+	hdr := make([]byte, hl)
+	if _, err := io.ReadFull(f, hdr); err != nil {
+		return nil, fmt.Errorf("safetensors %s: header: %w", path, err)
+	}
+	base := 8 + int64(hl)
+	entries, _, err := ParseSafetensorsHeader(hdr, st.Size()-base)
+	if err != nil {
+		return nil, fmt.Errorf("safetensors %s: %w", path, err)
+	}
+	out := make([]Source, len(entries))
+	for i, e := range entries {
+		out[i] = Source{Name: e.Name, DType: e.DType, Shape: e.Shape, File: path, Offset: base + e.Begin, Size: e.End - e.Begin}
+	}
+	return out, nil
+}
