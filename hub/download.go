@@ -1,0 +1,765 @@
+package hub
+
+import (
+	"context"
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+var (
+	// errNoRange: the server answered 200 with the whole file to a ranged request.
+	errNoRange = errors.New("server ignored the Range header (answered 200 instead of 206)")
+	// errStall: no byte arrived for StallTimeout.
+	errStall = errors.New("download stalled")
+	// errHashMismatch marks a verification failure.
+	errHashMismatch = errors.New("hash mismatch")
+)
+
+// permanentError wraps an error that retrying will not fix.
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+func permanent(err error) error { return &permanentError{err} }
+
+// partState is the progress of one partial file, saved as <key>.json.
+type partState struct {
+	Path    string  `json:"path"`
+	Size    int64   `json:"size"`
+	SHA256  string  `json:"sha256,omitempty"`
+	BlobID  string  `json:"blob,omitempty"`
+	Chunk   int64   `json:"chunk"`
+	NoRange bool    `json:"no_range,omitempty"`
+	Done    []int64 `json:"done"` // bytes written at the start of each chunk
+}
+
+func (s *partState) chunk(i int) (off, n int64) {
+	off = int64(i) * s.Chunk
+	n = min(s.Chunk, s.Size-off)
+	return off, n
+}
+
+func (s *partState) have() (n int64) {
+	for _, d := range s.Done {
+		n += d
+	}
+	return n
+}
+
+func newState(f File, chunk int64) partState {
+	st := partState{Path: f.Path, Size: f.Size, SHA256: f.SHA256, BlobID: f.BlobID, Chunk: chunk}
+	if chunk <= 0 || f.Size <= chunk {
+		st.Chunk = max(f.Size, 1)
+	}
+	n := (f.Size + st.Chunk - 1) / st.Chunk
+	st.Done = make([]int64, n)
+	return st
+}
+
+// downloader runs the file jobs of one pull with a shared connection pool.
+type downloader struct {
+	opts     *Options
+	src      Source
+	snap     *Snapshot
+	client   *http.Client
+	progress Progress
+	sem      chan struct{} // one slot per connection
+	fetched  atomic.Int64  // bytes received by this process
+}
+
+// fileJob downloads, verifies and installs one file.
+type fileJob struct {
+	d     *downloader
+	f     File
+	part  string // partial data file
+	state string // its JSON progress
+	dest  string // final path
+
+	mu      sync.Mutex
+	st      partState
+	fh      *os.File
+	next    int // next chunk to hand out
+	first   int // first chunk not complete (for the hash prefix)
+	epoch   int // bumped when the partial file is reset
+	kick    chan struct{}
+	started bool
+
+	locMu  sync.Mutex
+	loc    *Location
+	locGen int
+}
+
+func (d *downloader) newJob(f File, partDir, dest string) *fileJob {
+	ph := sha256.Sum256([]byte(f.Path))
+	key := hex.EncodeToString(ph[:4]) + "-"
+	switch {
+	case f.SHA256 != "":
+		key += f.SHA256
+	case f.BlobID != "":
+		key += f.BlobID
+	default:
+		key += fmt.Sprintf("size%d", f.Size)
+	}
+	j := &fileJob{d: d, f: f, dest: dest,
+		part: filepath.Join(partDir, key+".part"), state: filepath.Join(partDir, key+".json")}
+	// Partials of other contents of the same path are stale.
+	old, _ := filepath.Glob(filepath.Join(partDir, hex.EncodeToString(ph[:4])+"-*"))
+	for _, o := range old {
+		if o != j.part && o != j.state {
+			_ = os.Remove(o)
+		}
+	}
+	return j
+}
+
+// load reads a saved state that fits the file and its partial data, or
+// starts a fresh one; it returns the bytes already there.
+func (j *fileJob) load() int64 {
+	j.st = newState(j.f, j.d.opts.ChunkSize)
+	b, err := os.ReadFile(j.state)
+	if err != nil {
+		return 0
+	}
+	var st partState
+	if json.Unmarshal(b, &st) != nil || st.Size != j.f.Size || st.SHA256 != j.f.SHA256 || st.BlobID != j.f.BlobID ||
+		st.Chunk <= 0 || int64(len(st.Done)) != (st.Size+st.Chunk-1)/st.Chunk {
+		return 0
+	}
+	for i, d := range st.Done {
+		if _, n := st.chunk(i); d < 0 || d > n {
+			return 0
+		}
+	}
+	if fi, err := os.Stat(j.part); err != nil || fi.Size() != j.f.Size {
+		return 0
+	}
+	j.st = st
+	slog.Debug("resuming", "file", j.f.Path, "have", st.have(), "size", st.Size)
+	return st.have()
+}
+
+// saveState writes the chunk progress (never more than what is written).
+func (j *fileJob) saveState() error {
+	j.mu.Lock()
+	st := j.st
+	st.Done = append([]int64(nil), j.st.Done...)
+	j.mu.Unlock()
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(j.state, b)
+}
+
+// open opens the partial file, creating it (sparse, full size) when the
+// state is fresh.
+func (j *fileJob) open() error {
+	if err := os.MkdirAll(filepath.Dir(j.part), 0o755); err != nil {
+		return err
+	}
+	flags := os.O_RDWR | os.O_CREATE
+	if j.st.have() == 0 {
+		flags |= os.O_TRUNC
+	}
+	fh, err := os.OpenFile(j.part, flags, 0o644)
+	if err != nil {
+		return fmt.Errorf("opening partial file for %s: %w", j.f.Path, err)
+	}
+	if err := fh.Truncate(j.f.Size); err != nil {
+		fh.Close()
+		return fmt.Errorf("sizing partial file for %s: %w", j.f.Path, err)
+	}
+	j.fh = fh
+	j.next, j.first = 0, 0
+	return nil
+}
+
+// reset throws away every byte of the partial file (a hash mismatch or a
+// server without Range support).
+func (j *fileJob) reset(noRange bool) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	lost := j.st.have()
+	j.st = newState(j.f, j.d.opts.ChunkSize)
+	if noRange {
+		j.st.Chunk = max(j.f.Size, 1)
+		j.st.Done = make([]int64, min(1, len(j.st.Done)))
+		j.st.NoRange = true
+	}
+	j.next, j.first = 0, 0
+	j.epoch++
+	j.d.progress.Add(-lost)
+	if j.fh != nil {
+		if err := j.fh.Truncate(0); err != nil {
+			return fmt.Errorf("resetting partial file for %s: %w", j.f.Path, err)
+		}
+		if err := j.fh.Truncate(j.f.Size); err != nil {
+			return fmt.Errorf("resetting partial file for %s: %w", j.f.Path, err)
+		}
+	}
+	return nil
+}
+
+// discard removes the partial file and its state.
+func (j *fileJob) discard() {
+	if j.fh != nil {
+		j.fh.Close()
+		j.fh = nil
+	}
+	_ = os.Remove(j.part)
+	_ = os.Remove(j.state)
+}
+
+// run downloads, verifies and installs the file; a hash mismatch is fetched
+// once more from scratch.
+func (j *fileJob) run(ctx context.Context) error {
+	for attempt := 1; ; attempt++ {
+		sum, err := j.download(ctx)
+		if err == nil {
+			err = j.verify(sum)
+		}
+		if err == nil {
+			return j.install()
+		}
+		if errors.Is(err, errHashMismatch) {
+			j.discard()
+			j.mu.Lock()
+			lost := j.st.have()
+			j.st = newState(j.f, j.d.opts.ChunkSize)
+			j.mu.Unlock()
+			j.d.progress.Add(-lost)
+			if attempt < 2 {
+				slog.Warn("downloaded file failed verification; fetching it again", "file", j.f.Path, "err", err)
+				continue
+			}
+			return fmt.Errorf("%s: %w (fetched twice; the source is serving bad data or the listing is stale)", j.f.Path, err)
+		}
+		if j.fh != nil {
+			j.fh.Close()
+			j.fh = nil
+		}
+		return err
+	}
+}
+
+// verify compares the streamed hash with the expected one.
+func (j *fileJob) verify(sum string) error {
+	switch {
+	case j.f.SHA256 != "" && sum != j.f.SHA256:
+		return fmt.Errorf("%w: sha256 %s, want %s", errHashMismatch, sum, j.f.SHA256)
+	case j.f.SHA256 == "" && j.f.BlobID != "" && sum != j.f.BlobID:
+		return fmt.Errorf("%w: git blob sha1 %s, want %s", errHashMismatch, sum, j.f.BlobID)
+	}
+	return nil
+}
+
+// install moves the verified partial file to its place.
+func (j *fileJob) install() error {
+	if err := j.fh.Close(); err != nil {
+		j.fh = nil
+		return fmt.Errorf("closing %s: %w", j.part, err)
+	}
+	j.fh = nil
+	if err := os.MkdirAll(filepath.Dir(j.dest), 0o755); err != nil {
+		return err
+	}
+	if err := os.Rename(j.part, j.dest); err != nil {
+		return fmt.Errorf("installing %s: %w", j.f.Path, err)
+	}
+	_ = os.Remove(j.state)
+	return nil
+}
+
+// download fetches every missing byte and returns the content hash.
+func (j *fileJob) download(ctx context.Context) (string, error) {
+	if err := j.open(); err != nil {
+		return "", err
+	}
+	j.kick = make(chan struct{}, 1)
+	hctx, stopHash := context.WithCancel(ctx)
+	hashc := make(chan hashResult, 1)
+	go func() { hashc <- j.hashLoop(hctx) }()
+	hashed := false
+	defer func() {
+		// The hasher reads j.fh: it must be gone before the caller closes it.
+		stopHash()
+		if !hashed {
+			<-hashc
+		}
+	}()
+
+	stopSave := make(chan struct{})
+	saved := make(chan struct{})
+	go func() {
+		defer close(saved)
+		t := time.NewTicker(j.d.opts.SaveInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopSave:
+				return
+			case <-t.C:
+				if err := j.saveState(); err != nil {
+					slog.Warn("saving download progress", "file", j.f.Path, "err", err)
+				}
+			}
+		}
+	}()
+	err := j.fetchAll(ctx)
+	if errors.Is(err, errNoRange) {
+		slog.Warn("server ignores Range requests; fetching the whole file in one stream", "file", j.f.Path)
+		if err = j.reset(true); err == nil {
+			err = j.fetchAll(ctx)
+		}
+	}
+	close(stopSave)
+	<-saved
+	if serr := j.saveState(); serr != nil && err == nil {
+		err = fmt.Errorf("saving download progress of %s: %w", j.f.Path, serr)
+	}
+	if err != nil {
+		return "", err
+	}
+	j.poke()
+	r := <-hashc // ends on ctx cancellation too
+	hashed = true
+	if ctx.Err() != nil {
+		return "", ctx.Err()
+	}
+	return r.sum, r.err
+}
+
+// fetchAll runs chunk workers until every chunk is complete.
+func (j *fileJob) fetchAll(ctx context.Context) error {
+	j.mu.Lock()
+	n := len(j.st.Done)
+	j.next = 0
+	j.mu.Unlock()
+	g, gctx := errgroup.WithContext(ctx)
+	for w := 0; w < min(n, j.d.opts.Connections); w++ {
+		g.Go(func() error {
+			for {
+				select {
+				case j.d.sem <- struct{}{}:
+				case <-gctx.Done():
+					return gctx.Err()
+				}
+				i := j.take()
+				if i < 0 {
+					<-j.d.sem
+					return nil
+				}
+				err := j.fetchChunk(gctx, i)
+				<-j.d.sem
+				if err != nil {
+					return err
+				}
+			}
+		})
+	}
+	err := g.Wait()
+	if err != nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+// take hands out the next chunk that still misses bytes, or -1.
+func (j *fileJob) take() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for j.next < len(j.st.Done) {
+		i := j.next
+		j.next++
+		if _, n := j.st.chunk(i); j.st.Done[i] < n {
+			if !j.started {
+				j.started = true
+				j.d.progress.FileStarted(j.f.Path, j.f.Size)
+			}
+			return i
+		}
+	}
+	return -1
+}
+
+// location returns the current URL of the file, resolving it (with
+// retries) when there is none.
+func (j *fileJob) location(ctx context.Context) (*Location, int, error) {
+	j.locMu.Lock()
+	defer j.locMu.Unlock()
+	if j.loc != nil {
+		return j.loc, j.locGen, nil
+	}
+	var loc *Location
+	err := j.d.retry(ctx, j.f.Path, func() (int64, error) {
+		var err error
+		loc, err = j.d.src.Locate(ctx, j.d.snap, j.f)
+		var he *HTTPError
+		if errors.As(err, &he) && he.StatusCode >= 400 && he.StatusCode < 500 && he.StatusCode != http.StatusTooManyRequests &&
+			he.StatusCode != http.StatusRequestTimeout {
+			return 0, permanent(err)
+		}
+		return 0, err
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	j.loc = loc
+	j.locGen++
+	return loc, j.locGen, nil
+}
+
+// relocate drops the URL of generation gen (expired presigned URL).
+func (j *fileJob) relocate(gen int) {
+	j.locMu.Lock()
+	if j.locGen == gen {
+		j.loc = nil
+	}
+	j.locMu.Unlock()
+}
+
+// fetchChunk fetches the missing bytes of chunk i, retrying transient
+// failures from the byte where they stopped.
+func (j *fileJob) fetchChunk(ctx context.Context, i int) error {
+	return j.d.retry(ctx, j.f.Path, func() (int64, error) {
+		loc, gen, err := j.location(ctx)
+		if err != nil {
+			return 0, err
+		}
+		n, err := j.get(ctx, loc.URL, i)
+		var he *HTTPError
+		if errors.As(err, &he) && he.StatusCode == http.StatusForbidden {
+			// An expired presigned URL: resolve again, once per generation.
+			j.relocate(gen)
+			if gen > 3 {
+				return n, permanent(err)
+			}
+		}
+		return n, err
+	})
+}
+
+// get issues one GET for the rest of chunk i and writes what arrives; it
+// returns the bytes written.
+func (j *fileJob) get(ctx context.Context, u string, i int) (int64, error) {
+	j.mu.Lock()
+	off, clen := j.st.chunk(i)
+	done := j.st.Done[i]
+	noRange := j.st.NoRange
+	epoch := j.epoch
+	j.mu.Unlock()
+	if noRange && done > 0 {
+		// Without Range the only way on is from the start.
+		if err := j.reset(true); err != nil {
+			return 0, permanent(err)
+		}
+		j.mu.Lock()
+		epoch, done = j.epoch, 0
+		j.mu.Unlock()
+	}
+	start, end := off+done, off+clen // [start, end)
+	if start >= end {
+		return 0, nil
+	}
+	rctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, u, nil)
+	if err != nil {
+		return 0, permanent(err)
+	}
+	req.Header.Set("Accept-Encoding", "identity")
+	ranged := !(start == 0 && end == j.f.Size)
+	if ranged {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", start, end-1))
+	}
+	stall := time.AfterFunc(j.d.opts.StallTimeout, func() { cancel(errStall) })
+	defer stall.Stop()
+	resp, err := j.d.client.Do(req)
+	if err != nil {
+		if context.Cause(rctx) == errStall {
+			return 0, fmt.Errorf("GET %s: no response for %s: %w", j.f.Path, j.d.opts.StallTimeout, errStall)
+		}
+		return 0, fmt.Errorf("GET %s: %w", j.f.Path, err)
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+		if !ranged {
+			return 0, permanent(fmt.Errorf("GET %s: 206 to a request without Range", redact(resp.Request.URL)))
+		}
+		first, _, total, err := parseContentRange(resp.Header.Get("Content-Range"))
+		if err != nil {
+			return 0, fmt.Errorf("GET %s: %w", redact(resp.Request.URL), err)
+		}
+		if total >= 0 && total != j.f.Size {
+			return 0, permanent(fmt.Errorf("%s: the server has %d bytes, the listing says %d (file changed?)", j.f.Path, total, j.f.Size))
+		}
+		if first != start {
+			return 0, fmt.Errorf("GET %s: asked for bytes from %d, got Content-Range %q", redact(resp.Request.URL), start, resp.Header.Get("Content-Range"))
+		}
+	case http.StatusOK:
+		if ranged {
+			return 0, errNoRange
+		}
+		if resp.ContentLength >= 0 && resp.ContentLength != j.f.Size {
+			return 0, permanent(fmt.Errorf("%s: the server sends %d bytes, the listing says %d (file changed?)", j.f.Path, resp.ContentLength, j.f.Size))
+		}
+	default:
+		return 0, newHTTPError(resp)
+	}
+
+	bufp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bufp)
+	buf := *bufp
+	pos := start
+	var wrote int64
+	fill := 0
+	flush := func() error {
+		if fill == 0 {
+			return nil
+		}
+		if _, err := j.fh.WriteAt(buf[:fill], pos); err != nil {
+			return permanent(fmt.Errorf("writing %s: %w", j.part, err))
+		}
+		j.mu.Lock()
+		if j.epoch != epoch {
+			j.mu.Unlock()
+			return permanent(fmt.Errorf("%s: partial file reset during a write", j.f.Path))
+		}
+		j.st.Done[i] += int64(fill)
+		j.mu.Unlock()
+		pos += int64(fill)
+		wrote += int64(fill)
+		j.d.fetched.Add(int64(fill))
+		j.d.progress.Add(int64(fill))
+		j.poke()
+		fill = 0
+		return nil
+	}
+	for pos+int64(fill) < end {
+		want := min(int64(len(buf)-fill), end-pos-int64(fill))
+		n, rerr := resp.Body.Read(buf[fill : fill+int(want)])
+		if n > 0 {
+			stall.Reset(j.d.opts.StallTimeout)
+			fill += n
+		}
+		if fill == len(buf) || (rerr != nil && fill > 0) {
+			if err := flush(); err != nil {
+				return wrote, err
+			}
+		}
+		if rerr != nil {
+			if pos >= end {
+				break
+			}
+			if context.Cause(rctx) == errStall {
+				return wrote, fmt.Errorf("GET %s: no data for %s at byte %d: %w", j.f.Path, j.d.opts.StallTimeout, pos, errStall)
+			}
+			if rerr == io.EOF {
+				rerr = io.ErrUnexpectedEOF
+			}
+			return wrote, fmt.Errorf("GET %s: body ended at byte %d of %d: %w", j.f.Path, pos, j.f.Size, rerr)
+		}
+	}
+	if err := flush(); err != nil {
+		return wrote, err
+	}
+	return wrote, nil
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+
+// poke wakes the hasher.
+func (j *fileJob) poke() {
+	select {
+	case j.kick <- struct{}{}:
+	default:
+	}
+}
+
+// prefix is the number of bytes from the start that are all written.
+func (j *fileJob) prefix() int64 {
+	for j.first < len(j.st.Done) {
+		if _, n := j.st.chunk(j.first); j.st.Done[j.first] < n {
+			break
+		}
+		j.first++
+	}
+	if j.first >= len(j.st.Done) {
+		return j.f.Size
+	}
+	off, _ := j.st.chunk(j.first)
+	return off + j.st.Done[j.first]
+}
+
+type hashResult struct {
+	sum string
+	err error
+}
+
+func (j *fileJob) newHash() hash.Hash {
+	if j.f.SHA256 == "" && j.f.BlobID != "" {
+		h := sha1.New()
+		fmt.Fprintf(h, "blob %d\x00", j.f.Size)
+		return h
+	}
+	return sha256.New()
+}
+
+// hashLoop hashes the written prefix of the file as it grows, reading it
+// back from the partial file, until the whole file is hashed.
+func (j *fileJob) hashLoop(ctx context.Context) hashResult {
+	h := j.newHash()
+	var hashed int64
+	j.mu.Lock()
+	epoch := j.epoch
+	j.mu.Unlock()
+	buf := make([]byte, 4<<20)
+	for {
+		j.mu.Lock()
+		if j.epoch != epoch {
+			epoch, hashed, h = j.epoch, 0, j.newHash()
+		}
+		target := j.prefix()
+		j.mu.Unlock()
+		if hashed == j.f.Size && target == j.f.Size {
+			return hashResult{sum: hex.EncodeToString(h.Sum(nil))}
+		}
+		if hashed < target {
+			n := min(int64(len(buf)), target-hashed)
+			if _, err := j.fh.ReadAt(buf[:n], hashed); err != nil {
+				return hashResult{err: fmt.Errorf("reading back %s: %w", j.part, err)}
+			}
+			h.Write(buf[:n])
+			hashed += n
+			continue
+		}
+		select {
+		case <-j.kick:
+		case <-ctx.Done():
+			return hashResult{err: ctx.Err()}
+		}
+	}
+}
+
+// parseContentRange parses "bytes first-last/total" (total -1 for "*").
+func parseContentRange(s string) (first, last, total int64, err error) {
+	rest, ok := strings.CutPrefix(s, "bytes ")
+	if !ok {
+		return 0, 0, 0, fmt.Errorf("bad Content-Range %q", s)
+	}
+	rng, tot, ok := strings.Cut(rest, "/")
+	a, b, ok2 := strings.Cut(rng, "-")
+	if !ok || !ok2 {
+		return 0, 0, 0, fmt.Errorf("bad Content-Range %q", s)
+	}
+	if first, err = strconv.ParseInt(a, 10, 64); err != nil {
+		return 0, 0, 0, fmt.Errorf("bad Content-Range %q", s)
+	}
+	if last, err = strconv.ParseInt(b, 10, 64); err != nil || last < first {
+		return 0, 0, 0, fmt.Errorf("bad Content-Range %q", s)
+	}
+	total = -1
+	if tot != "*" {
+		if total, err = strconv.ParseInt(tot, 10, 64); err != nil {
+			return 0, 0, 0, fmt.Errorf("bad Content-Range %q", s)
+		}
+	}
+	return first, last, total, nil
+}
+
+// minProgress is the bytes an attempt must deliver to count as progress
+// (a server that sends one byte per request must still fail).
+const minProgress = 64 << 10
+
+// retry runs attempt until it succeeds, fails permanently, or fails
+// Retries times in a row without progress, sleeping with exponential
+// backoff (or the server's Retry-After) in between.
+func (d *downloader) retry(ctx context.Context, what string, attempt func() (progressed int64, err error)) error {
+	failures := 0
+	for {
+		progressed, err := attempt()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		wait, ok := d.transient(err)
+		if !ok {
+			return err
+		}
+		if progressed >= minProgress {
+			failures = 0
+		}
+		failures++
+		if failures > d.opts.Retries {
+			return fmt.Errorf("%s: giving up after %d attempts: %w", what, failures, err)
+		}
+		if wait == 0 {
+			wait = d.backoff(failures)
+		}
+		slog.Info("retrying", "file", what, "attempt", failures, "in", wait, "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// backoff is Backoff·2^(n-1) with ±25% jitter, capped at MaxBackoff.
+func (d *downloader) backoff(n int) time.Duration {
+	b := d.opts.Backoff << min(n-1, 20)
+	if b <= 0 || b > d.opts.MaxBackoff {
+		b = d.opts.MaxBackoff
+	}
+	return time.Duration(float64(b) * (0.75 + 0.5*rand.Float64()))
+}
+
+// transient says whether err is worth retrying, and how long the server
+// asked us to wait.
+func (d *downloader) transient(err error) (time.Duration, bool) {
+	var pe *permanentError
+	if errors.As(err, &pe) || errors.Is(err, errNoRange) || errors.Is(err, errHashMismatch) {
+		return 0, false
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, os.ErrPermission) {
+		return 0, false
+	}
+	var he *HTTPError
+	if errors.As(err, &he) {
+		switch {
+		case he.StatusCode == http.StatusTooManyRequests || he.StatusCode >= 500:
+			return min(he.RetryAfter, d.opts.MaxRetryAfter), true
+		case he.StatusCode == http.StatusRequestTimeout || he.StatusCode == http.StatusForbidden:
+			return 0, true
+		default:
+			return 0, false
+		}
+	}
+	// Network errors, resets, truncated bodies, stalls.
+	return 0, true
+}
