@@ -236,3 +236,33 @@ func FuzzRead(f *testing.F) {
 		}
 	})
 }
+
+func TestDescribe(t *testing.T) {
+	b, _ := sample(t)
+	f, err := Read(bytes.NewReader(b), int64(len(b)), "mem.gguf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := f.Describe(2)
+	if in.Params != 3+10+32 || in.TensorData != 12+20+34 || len(in.Tensors) != 3 {
+		t.Errorf("%+v", in)
+	}
+	var strs InfoKV
+	for _, kv := range in.Metadata {
+		if kv.Key == "strs" {
+			strs = kv
+		}
+	}
+	if strs.Len != 3 || len(strs.Value.([]any)) != 2 || strs.Type != "arr[str]" {
+		t.Errorf("array summary %+v", strs)
+	}
+	var out bytes.Buffer
+	if err := in.WriteText(&out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"general.architecture", `"chatglm"`, "... (3 total)", "Q8_0", "[32, 1]"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("text lacks %q:\n%s", want, out.String())
+		}
+	}
+}
