@@ -10,6 +10,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/chatglm/chatglm/convert"
 	"github.com/chatglm/chatglm/internal/testdata"
 )
 
@@ -179,5 +180,52 @@ func TestInjectionTextIsPlain(t *testing.T) {
 		if !slices.Equal(tail, []int32{TokenUser, 30910, 13, 906, 31007, 4865, 31007, 30994, TokenAssistant}) {
 			t.Fatalf("tail %v", tail)
 		}
+	}
+}
+
+// realSPM is the Go SentencePiece encoder over the real tokenizer.model.
+func realSPM(t testing.TB) *SPM {
+	t.Helper()
+	pieces, err := convert.LoadSentencePiece(filepath.Join(testdata.ChatGLM3(t), "tokenizer.model"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vocab := make([]VocabPiece, len(pieces))
+	for i, p := range pieces {
+		vocab[i] = VocabPiece{Text: p.Text, Score: p.Score, Type: p.Type}
+	}
+	s, err := NewSPM(vocab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestSPMMatchesPythonSentencePiece: the Go encoder over the real
+// tokenizer.model gives python-sentencepiece's ids for every recorded encode
+// and every golden prompt.
+func TestSPMMatchesPythonSentencePiece(t *testing.T) {
+	g := loadGolden(t)
+	spm := realSPM(t)
+	for _, e := range g.Encodes {
+		got, err := spm.Tokenize(e.Text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, e.IDs) {
+			t.Errorf("encode %q = %v, want %v", e.Text, got, e.IDs)
+		}
+	}
+	for i, c := range g.Cases {
+		got, err := BuildPrompt(spm, g.messages(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, c.IDs) {
+			t.Errorf("%s: ids differ\n got %v\nwant %v", c.Name, got, c.IDs)
+		}
+	}
+	if ids, _ := spm.Tokenize(""); len(ids) != 0 {
+		t.Errorf("empty text: %v", ids)
 	}
 }

@@ -114,7 +114,9 @@ func (d *Detokenizer) Text() string { return d.text.String() }
 // (leading whitespace dropped, trailing whitespace held back until more text
 // follows), [[训练时间]] becomes 2023年, and tool-call segments are not shown
 // (the caller shows the parsed ToolCall). Successive shown segments are
-// separated by a newline.
+// separated by a newline. A first line longer than 64 bytes without a
+// newline is shown as content as it streams (the model always starts a
+// reply with a metadata line, so this only matters for broken output).
 type DisplayFilter struct {
 	pending string
 	state   int
@@ -129,6 +131,10 @@ const (
 )
 
 const assistantMarker = "<|assistant|>"
+
+// maxMetadataLen is how long a first line may grow, without its newline,
+// before the display takes it for content rather than a metadata line.
+const maxMetadataLen = 64
 
 // Write adds decoded text and returns what can be shown now.
 func (f *DisplayFilter) Write(s string) string {
@@ -151,12 +157,17 @@ func (f *DisplayFilter) drain(final bool) string {
 		}
 		if f.state == dfMeta {
 			meta, content, found := strings.Cut(f.pending, "\n")
-			if found {
+			switch {
+			case found:
 				f.pending = content
 				f.state = dfTool
 				if strings.TrimFunc(meta, pyIsSpace) == "" {
 					f.state = dfContent
 				}
+			case len(f.pending) > maxMetadataLen:
+				// Too long for a tool name: a reply without the
+				// metadata line. Show it rather than hold it all.
+				f.state = dfContent
 			}
 		}
 		break
