@@ -1,0 +1,57 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+)
+
+// ErrShuttingDown is the cause of the cancellation of requests still
+// running when a graceful shutdown's grace period ends.
+var ErrShuttingDown = errShutdown
+
+// Serve answers HTTP requests on ln until ctx ends, then shuts down
+// gracefully: it stops accepting connections, reports 503 on /health and to
+// new requests, lets requests in flight finish for up to grace, cancels
+// those still running (streams get an error event) and returns once every
+// handler has returned. It returns nil after a shutdown, or the error that
+// stopped the listener.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
+	base, cancelBase := context.WithCancelCause(context.Background())
+	defer cancelBase(nil)
+	hs := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return base },
+	}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve on %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	s.SetClosing()
+	s.log.Info("shutting down: waiting for requests in flight", "grace", grace)
+	graceCtx, cancel := context.WithTimeout(context.Background(), grace)
+	err := hs.Shutdown(graceCtx)
+	cancel()
+	if errors.Is(err, context.DeadlineExceeded) {
+		s.log.Warn("shutdown grace period over: cancelling the requests still running")
+		cancelBase(errShutdown)
+		// Cancelled handlers return within a decode step; give them a
+		// moment to send their error events, then cut the connections.
+		drainCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = hs.Shutdown(drainCtx)
+		cancel()
+		if err != nil {
+			hs.Close()
+		}
+	}
+	<-served // http.ErrServerClosed
+	return nil
+}
