@@ -321,7 +321,9 @@ func (c *Context) SeqCopy(src, dst, p0, p1 int) {
 	C.llama_memory_seq_cp(c.memory(), C.llama_seq_id(src), C.llama_seq_id(dst), C.llama_pos(p0), C.llama_pos(p1))
 }
 
-// SeqKeep removes every sequence but seq.
+// SeqKeep removes every sequence but seq. Without KVUnified (and with
+// several sequences) each sequence has its own cells and only seq's are
+// affected.
 func (c *Context) SeqKeep(seq int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

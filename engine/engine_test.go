@@ -1,0 +1,285 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chatglm/chatglm/binding"
+	"github.com/chatglm/chatglm/engine"
+	"github.com/chatglm/chatglm/internal/testgguf"
+)
+
+func TestMain(m *testing.M) { testgguf.Main(m) }
+
+func open(t *testing.T, parallel int) *engine.Engine {
+	t.Helper()
+	e, err := engine.Open(context.Background(), engine.Options{
+		ModelPath: testgguf.Tiny(t), Parallel: parallel, ContextSize: 256, BatchSize: 64, Threads: 2,
+		FlashAttn: binding.FlashAttnOff,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+var prompt = []int32{64790, 64792, 64795, 30910, 13, 36474, 54591, 64796}
+
+func greedy(n int) engine.Request {
+	return engine.Request{Prompt: prompt, MaxTokens: n}
+}
+
+func generate(t *testing.T, e *engine.Engine, req engine.Request) (engine.Result, []engine.Token) {
+	t.Helper()
+	s, err := e.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Release()
+	var toks []engine.Token
+	res, err := s.Generate(context.Background(), req, func(tok engine.Token) error {
+		toks = append(toks, tok)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res, toks
+}
+
+func TestGreedyDeterministicAndStreamed(t *testing.T) {
+	e := open(t, 1)
+	a, streamed := generate(t, e, greedy(12))
+	if len(a.Tokens) != 12 || a.Finish != engine.FinishLength {
+		t.Fatalf("result: %d tokens, finish %q", len(a.Tokens), a.Finish)
+	}
+	for i, tok := range streamed {
+		if tok.ID != a.Tokens[i] {
+			t.Fatalf("streamed token %d = %d, result has %d", i, tok.ID, a.Tokens[i])
+		}
+	}
+	// The second run reuses the prompt from the cache and must agree.
+	b, _ := generate(t, e, greedy(12))
+	if !slices.Equal(a.Tokens, b.Tokens) {
+		t.Errorf("greedy runs differ: %v vs %v", a.Tokens, b.Tokens)
+	}
+	if b.CachedTokens != len(prompt)-1 || b.EvaluatedTokens != 1 {
+		t.Errorf("second run: cached %d evaluated %d, want %d and 1", b.CachedTokens, b.EvaluatedTokens, len(prompt)-1)
+	}
+}
+
+func TestKVReuseAcrossTurns(t *testing.T) {
+	e := open(t, 1)
+	s, err := e.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Release()
+	ctx := context.Background()
+	history := slices.Clone(prompt)
+	for turn := 0; turn < 4; turn++ {
+		res, err := s.Generate(ctx, engine.Request{Prompt: history, MaxTokens: 5}, func(engine.Token) error { return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if turn == 0 && res.EvaluatedTokens != len(prompt) {
+			t.Errorf("turn 0 evaluated %d, want %d", res.EvaluatedTokens, len(prompt))
+		}
+		newTurn := []int32{64795, 30910, 13, 13755, 993, 64796}
+		// The last reply token was sampled but never fed back, so a turn
+		// evaluates it plus the new turn's tokens, nothing older.
+		if turn > 0 && res.EvaluatedTokens != len(newTurn)+1 {
+			t.Errorf("turn %d evaluated %d tokens of %d, want only the new %d+1", turn, res.EvaluatedTokens, res.PromptTokens, len(newTurn))
+		}
+		history = append(append(history, res.Tokens...), newTurn...)
+	}
+	// A different prompt throws away what no longer matches.
+	res, err := s.Generate(ctx, engine.Request{Prompt: []int32{64790, 64792, 64795, 100, 200}, MaxTokens: 1}, func(engine.Token) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.CachedTokens != 3 || res.EvaluatedTokens != 2 {
+		t.Errorf("diverging prompt: cached %d evaluated %d", res.CachedTokens, res.EvaluatedTokens)
+	}
+}
+
+func TestParallelMatchesSerial(t *testing.T) {
+	prompts := [][]int32{
+		prompt,
+		{64790, 64792, 64795, 30910, 13, 13755, 993, 64796},
+		{64790, 64792, 64794, 30910, 13, 100, 200, 300, 400, 64795, 30910, 13, 36474, 54591, 64796},
+	}
+	serial := open(t, 1)
+	var want [][]int32
+	for _, p := range prompts {
+		res, _ := generate(t, serial, engine.Request{Prompt: p, MaxTokens: 10})
+		want = append(want, res.Tokens)
+	}
+	par := open(t, 3)
+	got := make([][]int32, len(prompts))
+	var wg sync.WaitGroup
+	for i, p := range prompts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := par.Acquire(context.Background())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer s.Release()
+			res, err := s.Generate(context.Background(), engine.Request{Prompt: p, MaxTokens: 10}, func(engine.Token) error { return nil })
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			got[i] = res.Tokens
+		}()
+	}
+	wg.Wait()
+	for i := range prompts {
+		if !slices.Equal(got[i], want[i]) {
+			t.Errorf("prompt %d: batched %v, alone %v", i, got[i], want[i])
+		}
+	}
+	if st := par.Stats(); st.Requests != 3 || st.GeneratedTokens != 30 || st.Active != 0 {
+		t.Errorf("stats: %+v", st)
+	}
+}
+
+func TestStopsAndLimits(t *testing.T) {
+	e := open(t, 1)
+	first, _ := generate(t, e, greedy(3))
+	res, toks := generate(t, e, engine.Request{Prompt: prompt, MaxTokens: 10, Stop: []int32{first.Tokens[1]}})
+	if res.Finish != engine.FinishStop || res.StopToken != first.Tokens[1] || len(res.Tokens) != 1 || len(toks) != 1 {
+		t.Errorf("stop token: %+v, streamed %d", res, len(toks))
+	}
+	s, _ := e.Acquire(context.Background())
+	n := 0
+	res, err := s.Generate(context.Background(), greedy(50), func(engine.Token) error {
+		n++
+		if n == 4 {
+			return engine.ErrStop
+		}
+		return nil
+	})
+	s.Release()
+	if err != nil || res.Finish != engine.FinishStop || len(res.Tokens) < 4 {
+		t.Errorf("ErrStop: err %v finish %q tokens %d", err, res.Finish, len(res.Tokens))
+	}
+	// Generation ends at the context limit, never past it.
+	long := make([]int32, 240)
+	for i := range long {
+		long[i] = int32(100 + i)
+	}
+	res, _ = generate(t, e, engine.Request{Prompt: long})
+	if res.Finish != engine.FinishLength || len(long)+len(res.Tokens) > e.ContextSize() {
+		t.Errorf("context limit: finish %q, %d+%d tokens in %d", res.Finish, len(long), len(res.Tokens), e.ContextSize())
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	e := open(t, 1)
+	s, _ := e.Acquire(context.Background())
+	defer s.Release()
+	noop := func(engine.Token) error { return nil }
+	ctx := context.Background()
+	var tooLong *engine.PromptTooLongError
+	if _, err := s.Generate(ctx, engine.Request{Prompt: make([]int32, 300)}, noop); !errors.As(err, &tooLong) || tooLong.Tokens != 300 || tooLong.Limit != 256 {
+		t.Errorf("prompt too long: %v", err)
+	}
+	if _, err := s.Generate(ctx, engine.Request{Prompt: []int32{1, 99999}}, noop); err == nil {
+		t.Error("token out of range accepted")
+	}
+	if _, err := s.Generate(ctx, engine.Request{}, noop); err == nil {
+		t.Error("empty prompt accepted")
+	}
+	if _, err := s.Generate(ctx, engine.Request{Prompt: prompt, Sampling: engine.Sampling{Temperature: 1, TopP: 3}}, noop); err == nil {
+		t.Error("bad sampling accepted")
+	}
+	wantErr := errors.New("client went away")
+	if _, err := s.Generate(ctx, greedy(20), func(engine.Token) error { return wantErr }); !errors.Is(err, wantErr) {
+		t.Errorf("callback error: %v", err)
+	}
+}
+
+func TestCancelFreesTheSlot(t *testing.T) {
+	e := open(t, 1)
+	s, _ := e.Acquire(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
+	n := 0
+	res, err := s.Generate(ctx, engine.Request{Prompt: prompt}, func(engine.Token) error {
+		n++
+		if n == 3 {
+			cancel()
+		}
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) || res.Finish != engine.FinishCancelled {
+		t.Errorf("cancel: err %v finish %q", err, res.Finish)
+	}
+	// A waiter gets the slot once it is released.
+	got := make(chan *engine.Slot)
+	go func() {
+		s2, err := e.Acquire(context.Background())
+		if err != nil {
+			t.Error(err)
+		}
+		got <- s2
+	}()
+	select {
+	case <-got:
+		t.Fatal("acquired a slot that is in use")
+	case <-time.After(50 * time.Millisecond):
+	}
+	s.Release()
+	s2 := <-got
+	res, err = s2.Generate(context.Background(), greedy(4), func(engine.Token) error { return nil })
+	if err != nil || len(res.Tokens) != 4 {
+		t.Errorf("after cancel: %v %+v", err, res)
+	}
+	s2.Release()
+	s2.Release() // twice is harmless
+	wctx, wcancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer wcancel()
+	s3, _ := e.Acquire(context.Background())
+	if _, err := e.Acquire(wctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("acquire with all slots busy: %v", err)
+	}
+	s3.Release()
+}
+
+func TestAcquirePrefersCachedPrefix(t *testing.T) {
+	e := open(t, 2)
+	other := []int32{64790, 64792, 64795, 30910, 13, 13755, 993, 64796}
+	a, _ := e.Acquire(context.Background())
+	b, _ := e.Acquire(context.Background())
+	noop := func(engine.Token) error { return nil }
+	a.Generate(context.Background(), engine.Request{Prompt: prompt, MaxTokens: 1}, noop)
+	b.Generate(context.Background(), engine.Request{Prompt: other, MaxTokens: 1}, noop)
+	a.Release()
+	b.Release()
+	s, _ := e.AcquireFor(context.Background(), append(slices.Clone(other), 5, 6))
+	defer s.Release()
+	if s.ID() != b.ID() {
+		t.Errorf("got slot %d, want %d which holds the prefix", s.ID(), b.ID())
+	}
+}
+
+func TestCloseEndsWork(t *testing.T) {
+	e := open(t, 1)
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Acquire(context.Background()); !errors.Is(err, engine.ErrClosed) {
+		t.Errorf("acquire after close: %v", err)
+	}
+}
