@@ -71,6 +71,7 @@ const LibPathEnv = "CHATGLM_LIB_PATH"
 // folder and from CHATGLM_LIB_PATH. A missing library is not an error: the
 // CPU backend is always compiled in.
 func loadDynamicBackends() {
+	backendFiles = nil
 	var dirs []string
 	if exe, err := os.Executable(); err == nil {
 		dirs = append(dirs, filepath.Dir(exe))
@@ -86,11 +87,27 @@ func loadDynamicBackends() {
 		if len(matches) == 0 {
 			continue
 		}
+		backendFiles = append(backendFiles, matches...)
 		slog.Debug("loading ggml backends", "dir", d, "files", matches)
 		cdir := C.CString(d)
 		C.ggml_backend_load_all_from_path(cdir)
 		C.free(unsafe.Pointer(cdir))
 	}
+}
+
+// backendFiles are the backend libraries found at Init.
+var backendFiles []string
+
+// GPUNote explains in one line why no GPU will be used, or returns "" when
+// a GPU device is available.
+func GPUNote() string {
+	if HasGPU() {
+		return ""
+	}
+	if len(backendFiles) == 0 {
+		return "no GPU backend library (libggml-cuda.so) beside the binary or in " + LibPathEnv + " (build it with `make cuda`): running on the CPU"
+	}
+	return fmt.Sprintf("GPU backend %s found, but no usable GPU (no NVIDIA driver, no device, or a driver too old): running on the CPU", strings.Join(backendFiles, ", "))
 }
 
 // logState assembles llama.cpp's log fragments into lines.

@@ -30,8 +30,8 @@ func newVersionCmd(cfg *config.Store) *cobra.Command {
 			for _, d := range binding.Devices() {
 				fmt.Fprintf(out, "device: %s (%s, %s) %s free of %s\n", d.Name, d.Type, d.Description, gib(d.FreeBytes), gib(d.TotalBytes))
 			}
-			if !binding.HasGPU() {
-				fmt.Fprintln(out, "gpu: none found (no libggml-cuda.so beside the binary, no driver or no device): running on CPU")
+			if note := binding.GPUNote(); note != "" {
+				fmt.Fprintln(out, "gpu:", note)
 			}
 			return nil
 		},
