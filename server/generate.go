@@ -52,7 +52,6 @@ var (
 // validates them. maxTokens is 0 when the request gives none.
 func (s *Server) samplingParams(f *samplingFields) (smp chat.Sampling, maxTokens int, stops []string, err error) {
 	smp = s.opts.Sampling
-	smp.Seed = RandomSeed
 	if f.N != nil && *f.N != 1 {
 		return smp, 0, nil, badRequest("n", "n=%d is not supported: this server returns exactly one choice (n=1)", *f.N)
 	}

@@ -45,7 +45,8 @@ type Options struct {
 	Timeout time.Duration
 	// MaxBodyBytes limits request bodies (default 4 MiB); larger get 413.
 	MaxBodyBytes int64
-	// Sampling are the defaults for parameters a request does not set.
+	// Sampling are the defaults for parameters a request does not set;
+	// Seed RandomSeed gives every request without a seed a new one.
 	Sampling chat.Sampling
 	// MaxTokens caps replies whose request gives no max_tokens (0: the
 	// rest of the context).
