@@ -406,3 +406,20 @@ func linkOrCopy(src, dst string) error {
 	}
 	return os.Rename(tmp, dst)
 }
+
+// FindGGUF returns the converted model of repo@revision of the given type
+// (e.g. "f16") if the store has it, without any network access.
+func (s *Store) FindGGUF(repo, revision, typ string) (string, error) {
+	m, _, err := s.Local(repo, revision)
+	if err != nil {
+		return "", err
+	}
+	p, err := s.GGUFPath(repo, m.ID, typ)
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("%s@%s has no %s GGUF in the store (run `chatglm get %s --type %s`)", repo, revision, typ, repo, typ)
+	}
+	return p, nil
+}

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/chatglm/chatglm/convert"
+	"github.com/chatglm/chatglm/gguf"
+	"github.com/chatglm/chatglm/hub"
+	"github.com/chatglm/chatglm/internal/config"
+)
+
+func init() { register(newGetCmd) }
+
+const keyGetType = "get.type"
+
+// newGetCmd builds `chatglm get`: pull, convert, verify, print.
+func newGetCmd(cfg *config.Store) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "get <org/name>",
+		Short: "Pull a model, convert it to GGUF in the store, check that it loads and print how to run it",
+		Long: `One command from nothing to a chat-ready model: pull the repo (see ` + "`chatglm pull`" + `),
+convert it to a GGUF file in the store next to the pulled files, read the GGUF back to
+check it, then print its path and the command to chat with it. Running it again when
+the model is ready only says so.`,
+		Example: "  chatglm get THUDM/chatglm3-6b\n  chatglm get THUDM/chatglm3-6b --type f32",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runGet(cmd.Context(), cfg, args[0], cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	declarePullKeys(cfg, cmd)
+	cfg.Declare(cmd.Flags(),
+		config.Key{Name: keyGetType, Flag: "type", Default: "f16", Usage: "GGUF weight type: f16, bf16 or f32"})
+	return cmd
+}
+
+func runGet(ctx context.Context, cfg *config.Store, repo string, stdout, stderr io.Writer) error {
+	typ := cfg.String(keyGetType)
+	if _, err := convert.ParseType(typ); err != nil {
+		return fmt.Errorf("--type %q: %w", typ, err)
+	}
+	quiet := cfg.Bool(keyQuiet)
+	opts := pullOptions(cfg, repo, stderr)
+	st := hub.NewStore(opts.Dir)
+	rev := opts.Revision
+	if rev == "" {
+		rev = "main"
+		if opts.Source == "modelscope" || opts.Source == "ms" {
+			rev = "master"
+		}
+	}
+	// Already there: say so without touching the network.
+	if p, err := st.FindGGUF(repo, rev, typ); err == nil {
+		if err := checkGGUF(p); err == nil {
+			ready(stdout, stderr, quiet, repo, p, "ready")
+			return nil
+		}
+	}
+	res, err := hub.Pull(ctx, opts)
+	if err != nil {
+		return err
+	}
+	out, err := st.GGUFPath(repo, res.ID, typ)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(out); err == nil && checkGGUF(out) == nil {
+		ready(stdout, stderr, quiet, repo, out, "ready")
+		return nil
+	}
+	if !quiet {
+		fmt.Fprintf(stderr, "converting %s to %s GGUF...\n", repo, typ)
+	}
+	copts := convert.Options{Input: res.Dir, Output: out, Type: typ, Force: true}
+	if !quiet {
+		last := time.Time{}
+		copts.Progress = func(p convert.Progress) {
+			if time.Since(last) < 2*time.Second && p.Bytes < p.TotalBytes {
+				return
+			}
+			last = time.Now()
+			pct := 100.0
+			if p.TotalBytes > 0 {
+				pct = 100 * float64(p.Bytes) / float64(p.TotalBytes)
+			}
+			fmt.Fprintf(stderr, "convert: tensor %d/%d, %.0f%%\n", p.TensorIndex, p.Tensors, pct)
+		}
+	}
+	cres, err := convert.Convert(ctx, copts)
+	if err != nil {
+		return fmt.Errorf("converting %s: %w", res.Dir, err)
+	}
+	if err := checkGGUF(cres.Output); err != nil {
+		os.Remove(cres.Output)
+		return fmt.Errorf("the converted model does not load: %w", err)
+	}
+	ready(stdout, stderr, quiet, repo, cres.Output, "converted")
+	return nil
+}
+
+// checkGGUF reads the GGUF header back: a chatglm model with tensors.
+func checkGGUF(path string) error {
+	f, err := gguf.Open(path)
+	if err != nil {
+		return err
+	}
+	if a := f.String("general.architecture"); a != "chatglm" {
+		return fmt.Errorf("%s: architecture %q, want chatglm", path, a)
+	}
+	if len(f.Tensors) == 0 {
+		return fmt.Errorf("%s: no tensors", path)
+	}
+	return nil
+}
+
+func ready(stdout, stderr io.Writer, quiet bool, repo, path, what string) {
+	if !quiet {
+		fmt.Fprintf(stderr, "%s is %s: %s\nnext: chatglm chat -m %s\n", repo, what, path, path)
+	}
+	fmt.Fprintln(stdout, path)
+}
