@@ -1,0 +1,554 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/chatglm/chatglm/chat"
+	"github.com/chatglm/chatglm/chat/backend"
+	"github.com/chatglm/chatglm/internal/config"
+)
+
+func init() { register(newChatCmd) }
+
+const chatLong = `Chat with the model in the terminal, streaming each reply as it is generated.
+
+Type a message and press Enter. A line ending in \ continues on the next line;
+""" starts a block that runs until a line ending in """. exit, quit or 退出
+(or Ctrl-D) ends the chat; Ctrl-C stops the reply being written, not the
+program. Commands:
+
+  /clear              forget the conversation (the system prompt stays)
+  /system [TEXT]      show or set the system prompt
+  /save FILE          save the conversation as JSON ([{role, content, metadata, tools}])
+  /load FILE          load a saved conversation
+  /history            show the conversation
+  /set [KEY VALUE]    show or change sampling: temperature, top_p, top_k, min_p,
+                      repeat_penalty, seed, max_tokens
+  /observation TEXT   send a tool's result after a tool call
+  /stats              load time, token counts and speeds of the last reply
+  /help               this list
+
+When stdin or stdout is not a terminal (a pipe or a file) there is no prompt
+and no "AI:" prefix: each input line is one message and each reply one line.
+With --session FILE the conversation is loaded from FILE when it exists and
+saved to it after every change.`
+
+// newChatCmd builds `chatglm chat`.
+func newChatCmd(cfg *config.Store) *cobra.Command {
+	var session, system string
+	var verbose bool
+	cmd := &cobra.Command{
+		Use:     "chat -m MODEL",
+		Short:   "Chat with the model in the terminal (streaming, history, /commands)",
+		Long:    chatLong,
+		Example: "  chatglm chat -m THUDM/chatglm3-6b\n  chatglm chat -m chatglm3-6b-q8_0.gguf --session notes.json --temperature 0",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runChat(cmd, cfg, session, system, verbose)
+		},
+	}
+	declareModelKeys(cfg, cmd)
+	declareSamplingKeys(cfg, cmd)
+	cmd.Flags().StringVar(&session, "session", "", "load the conversation from FILE if it exists and save it there after every turn")
+	cmd.Flags().StringVar(&system, "system", "", "system prompt")
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print load time and prompt/generation speed to stderr")
+	return cmd
+}
+
+func runChat(cmd *cobra.Command, cfg *config.Store, session, system string, verbose bool) error {
+	sampling, maxTokens, err := samplingFromConfig(cfg)
+	if err != nil {
+		return err
+	}
+	// Ctrl-C must not end the program: the root context is cancelled by the
+	// first SIGINT, so the chat runs on a context without that cancellation
+	// and handles signals itself.
+	ctx := context.WithoutCancel(cmd.Context())
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
+	stdin, stdout := cmd.InOrStdin(), cmd.OutOrStdout()
+	interactive := isTTY(stdin) && isTTY(stdout)
+	loadCtx, cancelLoad := context.WithCancel(ctx)
+	defer cancelLoad()
+	go func() {
+		select {
+		case <-sigs:
+			cancelLoad()
+		case <-loadCtx.Done():
+		}
+	}()
+	lm, err := openModel(loadCtx, cfg, 1, cmd.ErrOrStderr(), verbose)
+	cancelLoad()
+	if err != nil {
+		return err
+	}
+	defer lm.Close()
+	conv, release, err := backend.NewConversation(ctx, lm.Engine, lm.Model, chat.Options{Sampling: sampling, MaxTokens: maxTokens})
+	if err != nil {
+		return err
+	}
+	defer release()
+	r := &repl{
+		conv: conv, in: bufio.NewReader(stdin), out: stdout, errOut: cmd.ErrOrStderr(),
+		interactive: interactive, verbose: verbose, session: session, loadTime: lm.LoadTime,
+		ctxSize: lm.Engine.ContextSize(),
+	}
+	if session != "" {
+		if msgs, err := chat.LoadMessagesFile(session); err == nil {
+			if err := conv.SetMessages(msgs); err != nil {
+				return fmt.Errorf("--session %s: %w", session, err)
+			}
+		} else if !isNotExist(err) {
+			return fmt.Errorf("--session: %w", err)
+		}
+	}
+	if system != "" {
+		conv.SetSystem(system)
+	}
+	return r.run(ctx, sigs)
+}
+
+// isTTY reports whether v is a terminal (an *os.File on a tty).
+func isTTY(v any) bool {
+	f, ok := v.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// repl is the read-eval-print loop of `chatglm chat`.
+type repl struct {
+	conv        *chat.Conversation
+	in          *bufio.Reader
+	out, errOut io.Writer
+	interactive bool
+	verbose     bool
+	session     string
+	loadTime    time.Duration
+	ctxSize     int
+
+	mu        sync.Mutex
+	cancelGen context.CancelFunc // set while a reply is generated
+	last      *chat.Turn
+}
+
+const (
+	promptMain = ">>> "
+	promptMore = "... "
+	replyLabel = "AI: "
+)
+
+func (r *repl) run(ctx context.Context, sigs <-chan os.Signal) error {
+	done := make(chan struct{})
+	defer close(done)
+	terminated := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case s := <-sigs:
+				r.mu.Lock()
+				cancel := r.cancelGen
+				r.mu.Unlock()
+				switch {
+				case s == syscall.SIGTERM:
+					if cancel != nil {
+						cancel()
+					}
+					close(terminated)
+					return
+				case cancel != nil:
+					cancel() // Ctrl-C stops the reply
+				case r.interactive:
+					fmt.Fprint(r.out, "\n(exit, quit or Ctrl-D ends the chat)\n"+promptMain)
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	if r.interactive {
+		fmt.Fprintln(r.out, "欢迎使用 ChatGLM3-6B 模型，输入内容即可进行对话。/help 查看命令，exit 退出。")
+	}
+	for {
+		select {
+		case <-terminated:
+			return nil
+		default:
+		}
+		text, eof, err := r.readMessage()
+		if err != nil {
+			return err
+		}
+		select {
+		case <-terminated:
+			return nil
+		default:
+		}
+		if strings.TrimSpace(text) != "" {
+			quit, err := r.handle(ctx, text)
+			if err != nil {
+				return err
+			}
+			if quit {
+				return nil
+			}
+		}
+		if eof {
+			if r.interactive {
+				fmt.Fprintln(r.out)
+			}
+			return nil
+		}
+	}
+}
+
+// readMessage reads one message: a line, lines joined by a trailing \, or a
+// """ block.
+func (r *repl) readMessage() (string, bool, error) {
+	var lines []string
+	block := false
+	prompt := promptMain
+	for {
+		if r.interactive {
+			fmt.Fprint(r.out, prompt)
+		}
+		line, err := r.in.ReadString('\n')
+		eof := errors.Is(err, io.EOF)
+		if err != nil && !eof {
+			return "", false, fmt.Errorf("read input: %w", err)
+		}
+		line = strings.TrimRight(line, "\r\n")
+		switch {
+		case block:
+			if strings.HasSuffix(line, `"""`) {
+				lines = append(lines, strings.TrimSuffix(line, `"""`))
+				return strings.Join(lines, "\n"), eof, nil
+			}
+			lines = append(lines, line)
+		case len(lines) == 0 && strings.HasPrefix(strings.TrimSpace(line), `"""`):
+			rest := strings.TrimPrefix(strings.TrimSpace(line), `"""`)
+			if len(rest) >= 3 && strings.HasSuffix(rest, `"""`) {
+				return strings.TrimSuffix(rest, `"""`), eof, nil
+			}
+			block = true
+			if rest != "" {
+				lines = append(lines, rest)
+			}
+		case strings.HasSuffix(line, `\`):
+			lines = append(lines, strings.TrimSuffix(line, `\`))
+		default:
+			lines = append(lines, line)
+			return strings.Join(lines, "\n"), eof, nil
+		}
+		if eof {
+			return strings.Join(lines, "\n"), true, nil
+		}
+		prompt = promptMore
+	}
+}
+
+// handle runs a command or sends a message; it reports whether to quit.
+func (r *repl) handle(ctx context.Context, text string) (bool, error) {
+	trimmed := strings.TrimSpace(text)
+	switch trimmed {
+	case "exit", "quit", "退出", "/exit", "/quit", "/bye":
+		return true, nil
+	}
+	if strings.HasPrefix(trimmed, "/") && !strings.Contains(trimmed, "\n") {
+		name, arg, _ := strings.Cut(trimmed, " ")
+		arg = strings.TrimSpace(arg)
+		if done, err := r.command(ctx, name, arg); done || err != nil {
+			return false, err
+		}
+	}
+	r.send(ctx, chat.Message{Role: chat.RoleUser, Content: text})
+	return false, nil
+}
+
+// command runs a /command; it reports false when name is not one, so that
+// the text is sent as a message.
+func (r *repl) command(ctx context.Context, name, arg string) (bool, error) {
+	switch name {
+	case "/help", "/?":
+		fmt.Fprintln(r.out, chatHelp())
+	case "/clear":
+		r.conv.Clear()
+		r.saveSession()
+		r.note("conversation cleared")
+	case "/system":
+		if arg == "" {
+			if s := r.conv.System(); s != "" {
+				fmt.Fprintln(r.out, s)
+			} else {
+				r.note("no system prompt")
+			}
+			break
+		}
+		r.conv.SetSystem(arg)
+		r.saveSession()
+		r.note("system prompt set")
+	case "/save":
+		if arg == "" {
+			r.note("usage: /save FILE")
+			break
+		}
+		if err := chat.SaveMessagesFile(arg, r.conv.Messages()); err != nil {
+			r.note("error: " + err.Error())
+			break
+		}
+		r.note(fmt.Sprintf("saved %d messages to %s", len(r.conv.Messages()), arg))
+	case "/load":
+		if arg == "" {
+			r.note("usage: /load FILE")
+			break
+		}
+		msgs, err := chat.LoadMessagesFile(arg)
+		if err == nil {
+			err = r.conv.SetMessages(msgs)
+		}
+		if err != nil {
+			r.note("error: " + err.Error())
+			break
+		}
+		r.saveSession()
+		r.note(fmt.Sprintf("loaded %d messages from %s", len(msgs), arg))
+	case "/history":
+		msgs := r.conv.Messages()
+		if len(msgs) == 0 {
+			r.note("no history")
+		}
+		for _, m := range msgs {
+			label := string(m.Role)
+			if m.Metadata != "" {
+				label += " (" + strings.TrimSpace(m.Metadata) + ")"
+			}
+			if len(m.Tools) > 0 {
+				label += " [tools]"
+			}
+			fmt.Fprintf(r.out, "%s: %s\n", label, m.Content)
+		}
+	case "/set":
+		r.set(arg)
+	case "/stats":
+		r.stats()
+	case "/observation", "/obs":
+		if arg == "" {
+			r.note("usage: /observation TEXT (the result of the tool call)")
+			break
+		}
+		r.send(ctx, chat.Message{Role: chat.RoleObservation, Content: arg})
+	default:
+		if r.interactive {
+			r.note("unknown command " + name + " (/help lists them; start the line with a space to send it as text)")
+			return true, nil
+		}
+		return false, nil
+	}
+	return true, nil
+}
+
+func chatHelp() string {
+	i := strings.Index(chatLong, "  /clear")
+	j := strings.Index(chatLong, "\n\nWhen stdin")
+	return strings.TrimRight(chatLong[i:j], "\n")
+}
+
+// note prints a message about the REPL itself (not a reply).
+func (r *repl) note(s string) {
+	if r.interactive {
+		fmt.Fprintln(r.out, "("+s+")")
+	} else {
+		fmt.Fprintln(r.errOut, s)
+	}
+}
+
+// settings maps /set keys to their fields.
+var settings = map[string]func(o *chat.Options, v string) error{
+	"temperature":    floatSetting(func(o *chat.Options) *float32 { return &o.Sampling.Temperature }),
+	"top_p":          floatSetting(func(o *chat.Options) *float32 { return &o.Sampling.TopP }),
+	"min_p":          floatSetting(func(o *chat.Options) *float32 { return &o.Sampling.MinP }),
+	"repeat_penalty": floatSetting(func(o *chat.Options) *float32 { return &o.Sampling.RepeatPenalty }),
+	"top_k":          intSetting(func(o *chat.Options) *int { return &o.Sampling.TopK }),
+	"max_tokens":     intSetting(func(o *chat.Options) *int { return &o.MaxTokens }),
+	"seed": func(o *chat.Options, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return err
+		}
+		s, err := parseSeed(n)
+		o.Sampling.Seed = s
+		return err
+	},
+}
+
+func floatSetting(field func(*chat.Options) *float32) func(*chat.Options, string) error {
+	return func(o *chat.Options, v string) error {
+		f, err := strconv.ParseFloat(v, 32)
+		*field(o) = float32(f)
+		return err
+	}
+}
+
+func intSetting(field func(*chat.Options) *int) func(*chat.Options, string) error {
+	return func(o *chat.Options, v string) error {
+		n, err := strconv.Atoi(v)
+		*field(o) = n
+		return err
+	}
+}
+
+func (r *repl) set(arg string) {
+	o := r.conv.Options()
+	fields := strings.Fields(arg)
+	if len(fields) == 0 {
+		seed := "random"
+		if o.Sampling.Seed != ^uint32(0) {
+			seed = strconv.FormatUint(uint64(o.Sampling.Seed), 10)
+		}
+		fmt.Fprintf(r.out, "temperature %g\ntop_p %g\ntop_k %d\nmin_p %g\nrepeat_penalty %g\nseed %s\nmax_tokens %d\n",
+			o.Sampling.Temperature, o.Sampling.TopP, o.Sampling.TopK, o.Sampling.MinP, o.Sampling.RepeatPenalty, seed, o.MaxTokens)
+		return
+	}
+	key := strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(fields[0], "--")), "-", "_")
+	apply, ok := settings[key]
+	if !ok || len(fields) != 2 {
+		keys := make([]string, 0, len(settings))
+		for k := range settings {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		r.note("usage: /set KEY VALUE with KEY one of " + strings.Join(keys, ", "))
+		return
+	}
+	if err := apply(&o, fields[1]); err != nil {
+		r.note(fmt.Sprintf("/set %s: bad value %q", key, fields[1]))
+		return
+	}
+	if err := checkSampling(o.Sampling, o.MaxTokens); err != nil {
+		r.note("/set: " + err.Error())
+		return
+	}
+	r.conv.SetOptions(o)
+	r.note(fmt.Sprintf("%s = %s", key, fields[1]))
+}
+
+// send generates the reply to m, streaming it.
+func (r *repl) send(ctx context.Context, m chat.Message) {
+	genCtx, cancel := context.WithCancel(ctx)
+	r.mu.Lock()
+	r.cancelGen = cancel
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.cancelGen = nil
+		r.mu.Unlock()
+		cancel()
+	}()
+	started := false
+	start := func() {
+		if !started && r.interactive {
+			fmt.Fprint(r.out, replyLabel)
+		}
+		started = true
+	}
+	turn, err := r.conv.Send(genCtx, m, func(s string) error {
+		start()
+		_, err := io.WriteString(r.out, s)
+		return err
+	})
+	if err != nil {
+		if started {
+			fmt.Fprintln(r.out)
+		}
+		r.note("error: " + err.Error())
+		return
+	}
+	r.last = turn
+	if tc := turn.Response.ToolCall; tc != nil {
+		if started {
+			fmt.Fprintln(r.out)
+		}
+		start()
+		fmt.Fprintln(r.out, formatToolCall(tc))
+		if r.interactive {
+			r.note("send the tool's result with /observation TEXT")
+		}
+	} else {
+		start()
+		fmt.Fprintln(r.out)
+	}
+	if turn.Result.Finish == chat.FinishCancelled {
+		r.note("stopped")
+	}
+	if turn.TrimNotice {
+		fmt.Fprintf(r.errOut, "(the conversation outgrew the context of %d tokens: the oldest turns are dropped from now on)\n", r.ctxSize)
+	}
+	if r.verbose {
+		fmt.Fprintln(r.errOut, turnStats(turn.Result))
+	}
+	r.saveSession()
+}
+
+func formatToolCall(tc *chat.ToolCall) string {
+	switch {
+	case tc.Err != nil:
+		return fmt.Sprintf("[tool call %s: %v]\n%s", tc.Name, tc.Err, tc.Content)
+	case tc.Arguments != nil:
+		args, err := tc.Arguments.PythonJSON()
+		if err != nil {
+			args = tc.Content
+		}
+		return fmt.Sprintf("[tool call %s %s]", tc.Name, args)
+	}
+	return fmt.Sprintf("[%s]\n%s", tc.Name, tc.Content)
+}
+
+func (r *repl) saveSession() {
+	if r.session == "" {
+		return
+	}
+	if err := chat.SaveMessagesFile(r.session, r.conv.Messages()); err != nil {
+		fmt.Fprintln(r.errOut, "chatglm: --session:", err)
+	}
+}
+
+func (r *repl) stats() {
+	fmt.Fprintf(r.out, "model load: %s\n", r.loadTime.Round(time.Millisecond))
+	if r.last == nil {
+		fmt.Fprintln(r.out, "no reply yet")
+		return
+	}
+	fmt.Fprintln(r.out, turnStats(r.last.Result))
+	used := r.last.Result.PromptTokens + len(r.last.Result.Tokens)
+	fmt.Fprintf(r.out, "context: %d of %d tokens\n", used, r.ctxSize)
+}
+
+// turnStats describes one generation's counts and speeds.
+func turnStats(res chat.Result) string {
+	return fmt.Sprintf("prompt: %d tokens (%d cached, %d evaluated) in %s, %s; reply: %d tokens in %s, %s; finish: %s",
+		res.PromptTokens, res.CachedTokens, res.EvaluatedTokens, res.PromptTime.Round(time.Millisecond),
+		rate(res.EvaluatedTokens, res.PromptTime), len(res.Tokens), res.GenTime.Round(time.Millisecond),
+		rate(len(res.Tokens), res.GenTime), res.Finish)
+}
+
+func rate(n int, d time.Duration) string {
+	if d <= 0 || n == 0 {
+		return "- tokens/s"
+	}
+	return fmt.Sprintf("%.1f tokens/s", float64(n)/d.Seconds())
+}
