@@ -22,7 +22,7 @@ func convertTo(t *testing.T, dir, typ string) (string, *convert.Result) {
 	var calls int
 	var last convert.Progress
 	res, err := convert.Convert(context.Background(), convert.Options{
-		Input: dir, Output: out, Type: typ, Threads: 2, ChunkBytes: 4096,
+		Input: dir, Output: out, Type: typ, Threads: 2, ChunkBytes: 64 << 10,
 		Progress: func(p convert.Progress) { calls++; last = p },
 	})
 	if err != nil {
@@ -203,7 +203,7 @@ func TestConvertFormatsAndTypes(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.spec.Format+"-"+c.spec.DType+"-"+c.typ, func(t *testing.T) {
-			c.spec.Layers = 1
+			c.spec.Layers, c.spec.Hidden, c.spec.Heads, c.spec.KVGroups, c.spec.FFN = 1, 16, 2, 1, 24
 			dir := testmodel.Write(t, c.spec)
 			out, res := convertTo(t, dir, c.typ)
 			f, err := gguf.Open(out)
@@ -250,7 +250,7 @@ func TestConvertFormatsAndTypes(t *testing.T) {
 }
 
 func TestConvertRefusesOverwrite(t *testing.T) {
-	dir := testmodel.Write(t, testmodel.Spec{Layers: 1})
+	dir := testmodel.Write(t, testmodel.Spec{Layers: 1, Hidden: 16, Heads: 2, KVGroups: 1, FFN: 24})
 	out := filepath.Join(t.TempDir(), "m.gguf")
 	os.WriteFile(out, []byte("keep me"), 0o644)
 	_, err := convert.Convert(context.Background(), convert.Options{Input: dir, Output: out})
@@ -280,12 +280,12 @@ func assertNoTemp(t *testing.T, dir string) {
 }
 
 func TestConvertCancel(t *testing.T) {
-	dir := testmodel.Write(t, testmodel.Spec{Layers: 1})
+	dir := testmodel.Write(t, testmodel.Spec{Layers: 1, Hidden: 16, Heads: 2, KVGroups: 1, FFN: 24})
 	outDir := t.TempDir()
 	out := filepath.Join(outDir, "m.gguf")
 	os.WriteFile(out, []byte("old"), 0o644)
 	ctx, cancel := context.WithCancel(context.Background())
-	_, err := convert.Convert(ctx, convert.Options{Input: dir, Output: out, Force: true, ChunkBytes: 1024,
+	_, err := convert.Convert(ctx, convert.Options{Input: dir, Output: out, Force: true, ChunkBytes: 4096,
 		Progress: func(p convert.Progress) {
 			if p.TensorIndex == 2 {
 				cancel()
@@ -335,7 +335,7 @@ func editConfig(t *testing.T, dir string, edit func(m map[string]any)) {
 }
 
 func TestConvertBadInput(t *testing.T) {
-	sharded := testmodel.Spec{Layers: 1, Format: testmodel.SafetensorsSharded, Shards: 3}
+	sharded := testmodel.Spec{Layers: 1, Hidden: 16, Heads: 2, KVGroups: 1, FFN: 24, Format: testmodel.SafetensorsSharded, Shards: 3}
 	t.Run("missing shard", func(t *testing.T) {
 		corrupt(t, sharded, func(dir string) { os.Remove(filepath.Join(dir, "model-00002-of-00003.safetensors")) },
 			"model-00002-of-00003.safetensors", "missing file", "transformer.")
@@ -348,7 +348,7 @@ func TestConvertBadInput(t *testing.T) {
 		}, "model-00003-of-00003.safetensors", "transformer.output_layer.weight", "out of range")
 	})
 	t.Run("header offsets", func(t *testing.T) {
-		corrupt(t, testmodel.Spec{Layers: 1}, func(dir string) {
+		corrupt(t, testmodel.Spec{Layers: 1, Hidden: 16, Heads: 2, KVGroups: 1, FFN: 24}, func(dir string) {
 			rewriteHeader(t, filepath.Join(dir, "model.safetensors"), func(h map[string]any) {
 				e := h["transformer.encoder.final_layernorm.weight"].(map[string]any)
 				e["data_offsets"] = []int64{1 << 40, 1<<40 + 128}
@@ -356,26 +356,26 @@ func TestConvertBadInput(t *testing.T) {
 		}, "model.safetensors", "transformer.encoder.final_layernorm.weight", "data_offsets")
 	})
 	t.Run("shape vs config", func(t *testing.T) {
-		corrupt(t, testmodel.Spec{Layers: 1}, func(dir string) {
+		corrupt(t, testmodel.Spec{Layers: 1, Hidden: 16, Heads: 2, KVGroups: 1, FFN: 24}, func(dir string) {
 			editConfig(t, dir, func(m map[string]any) { m["ffn_hidden_size"] = 100 })
 		}, "transformer.encoder.layers.0.mlp.dense_h_to_4h.weight", "model.safetensors", "disagrees with config.json")
 	})
 	t.Run("missing tensor", func(t *testing.T) {
-		corrupt(t, testmodel.Spec{Layers: 1}, func(dir string) {
+		corrupt(t, testmodel.Spec{Layers: 1, Hidden: 16, Heads: 2, KVGroups: 1, FFN: 24}, func(dir string) {
 			editConfig(t, dir, func(m map[string]any) { m["num_layers"] = 2 })
 		}, "transformer.encoder.layers.1.", "missing")
 	})
 	t.Run("unexpected tensor", func(t *testing.T) {
-		corrupt(t, testmodel.Spec{Layers: 2}, func(dir string) {
+		corrupt(t, testmodel.Spec{Layers: 2, Hidden: 16, Heads: 2, KVGroups: 1, FFN: 24}, func(dir string) {
 			editConfig(t, dir, func(m map[string]any) { m["num_layers"] = 1 })
 		}, "unexpected tensor transformer.encoder.layers.1.", "model.safetensors")
 	})
 	t.Run("unsupported dtype", func(t *testing.T) {
-		corrupt(t, testmodel.Spec{Layers: 1, DType: "F16"}, func(dir string) {
+		corrupt(t, testmodel.Spec{Layers: 1, Hidden: 16, Heads: 2, KVGroups: 1, FFN: 24, DType: "F16"}, func(dir string) {
 			p := filepath.Join(dir, "model.safetensors")
 			b, _ := os.ReadFile(p)
 			// Same element size, so the header stays consistent.
-			s := strings.Replace(string(b), `"F16","shape":[64]`, `"I16","shape":[64]`, 1)
+			s := strings.Replace(string(b), `"F16","shape":[16]`, `"I16","shape":[16]`, 1)
 			os.WriteFile(p, []byte(s), 0o644)
 		}, "unsupported dtype I16", "model.safetensors", "layernorm")
 	})
@@ -387,14 +387,14 @@ func TestConvertBadInput(t *testing.T) {
 		}, "model-00009-of-00003.safetensors", "missing file")
 	})
 	t.Run("corrupt zip", func(t *testing.T) {
-		corrupt(t, testmodel.Spec{Layers: 1, Format: testmodel.Bin}, func(dir string) {
+		corrupt(t, testmodel.Spec{Layers: 1, Hidden: 16, Heads: 2, KVGroups: 1, FFN: 24, Format: testmodel.Bin}, func(dir string) {
 			p := filepath.Join(dir, "pytorch_model.bin")
 			st, _ := os.Stat(p)
 			os.Truncate(p, st.Size()/2)
 		}, "pytorch_model.bin", "zip")
 	})
 	t.Run("corrupt pickle", func(t *testing.T) {
-		corrupt(t, testmodel.Spec{Layers: 1, Format: testmodel.Bin}, func(dir string) {
+		corrupt(t, testmodel.Spec{Layers: 1, Hidden: 16, Heads: 2, KVGroups: 1, FFN: 24, Format: testmodel.Bin}, func(dir string) {
 			p := filepath.Join(dir, "pytorch_model.bin")
 			b, _ := os.ReadFile(p)
 			i := strings.Index(string(b), "_rebuild_tensor_v2")
@@ -403,18 +403,18 @@ func TestConvertBadInput(t *testing.T) {
 		}, "pytorch_model.bin", "data.pkl")
 	})
 	t.Run("unknown model type", func(t *testing.T) {
-		corrupt(t, testmodel.Spec{Layers: 1}, func(dir string) {
+		corrupt(t, testmodel.Spec{Layers: 1, Hidden: 16, Heads: 2, KVGroups: 1, FFN: 24}, func(dir string) {
 			editConfig(t, dir, func(m map[string]any) { m["model_type"] = "llama" })
 		}, `unsupported model_type "llama"`, "config.json")
 	})
 	t.Run("no weights", func(t *testing.T) {
-		corrupt(t, testmodel.Spec{Layers: 1}, func(dir string) { os.Remove(filepath.Join(dir, "model.safetensors")) }, "no weights")
+		corrupt(t, testmodel.Spec{Layers: 1, Hidden: 16, Heads: 2, KVGroups: 1, FFN: 24}, func(dir string) { os.Remove(filepath.Join(dir, "model.safetensors")) }, "no weights")
 	})
 }
 
 func TestPrefersSafetensors(t *testing.T) {
-	dir := testmodel.Write(t, testmodel.Spec{Layers: 1, Format: testmodel.Bin})
-	other := testmodel.Write(t, testmodel.Spec{Layers: 1, Format: testmodel.Safetensors})
+	dir := testmodel.Write(t, testmodel.Spec{Layers: 1, Hidden: 16, Heads: 2, KVGroups: 1, FFN: 24, Format: testmodel.Bin})
+	other := testmodel.Write(t, testmodel.Spec{Layers: 1, Hidden: 16, Heads: 2, KVGroups: 1, FFN: 24, Format: testmodel.Safetensors})
 	b, _ := os.ReadFile(filepath.Join(other, "model.safetensors"))
 	os.WriteFile(filepath.Join(dir, "model.safetensors"), b, 0o644)
 	ck, err := convert.OpenCheckpoint(dir)

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
-	"math/rand"
 	"os"
 	"path/filepath"
 	"testing"
@@ -170,15 +169,28 @@ func (d TensorDef) values(seed int64) []float32 {
 	}
 	hf := fnv.New64a()
 	hf.Write([]byte(d.Name))
-	rng := rand.New(rand.NewSource(seed ^ int64(hf.Sum64())))
+	state := uint64(seed) ^ hf.Sum64()
+	// Approximately normal values: the sum of four uniforms (Irwin–Hall),
+	// centred and scaled to unit variance; cheap and deterministic.
+	const scale = 1.7320508075688772 / (1 << 32) // sqrt(3) / 2^32 (four 32-bit uniforms)
 	for i := range out {
-		x := rng.NormFloat64() * d.std
+		r1, r2 := splitmix(&state), splitmix(&state)
+		sum := float64(r1>>32) + float64(r1&0xffffffff) + float64(r2>>32) + float64(r2&0xffffffff)
+		x := (sum*scale - 2*1.7320508075688772) * d.std
 		if d.kind == kindNorm {
 			x += 1
 		}
 		out[i] = float32(x)
 	}
 	return out
+}
+
+func splitmix(s *uint64) uint64 {
+	*s += 0x9e3779b97f4a7c15
+	z := *s
+	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
+	z = (z ^ z>>27) * 0x94d049bb133111eb
+	return z ^ z>>31
 }
 
 // encode stores values little-endian in the dtype (rounding to nearest even).
