@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/chatglm/chatglm/chat"
@@ -35,7 +36,7 @@ func TestMain(m *testing.M) {
 
 // tinyGGUF converts a tiny random ChatGLM3 checkpoint (real tokenizer) to
 // GGUF once per test binary.
-func tinyGGUF(t *testing.T) string {
+func tinyGGUF(t testing.TB) string {
 	t.Helper()
 	tokDir := testdata.ChatGLM3(t)
 	tinyOnce.Do(func() {
@@ -314,4 +315,72 @@ func TestCancelStopsReply(t *testing.T) {
 	if _, err := conv.Send(context.Background(), chat.Message{Role: chat.RoleUser, Content: "继续"}, nil); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// BenchmarkChatTTFT plays a scripted 10-turn conversation and reports the
+// time to first token of turn 1 and turn 10 and their ratio: with the KV
+// cache reused, turn 10 evaluates only its new tokens, so the ratio stays
+// near 1 although its prompt is many times longer. The model is the tiny
+// test model, or the GGUF named by CHATGLM_BENCH_MODEL (e.g. the real
+// ChatGLM3-6B).
+func BenchmarkChatTTFT(b *testing.B) {
+	path := os.Getenv("CHATGLM_BENCH_MODEL")
+	ctxSize := 4096
+	if path == "" {
+		path = tinyGGUF(b)
+		ctxSize = 1024
+	}
+	e, err := engine.Open(context.Background(), engine.Options{ModelPath: path, ContextSize: ctxSize, GPULayers: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	m, err := NewModel(e, path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	questions := []string{
+		"你好，请介绍一下你自己。", "北京有哪些著名的历史古迹？", "故宫是哪一年建成的？", "它的面积有多大？",
+		"长城和故宫相比哪个更古老？", "请推荐一条三天的北京旅游路线。", "冬天去北京需要注意什么？",
+		"北京烤鸭有什么特别的吃法？", "从北京到上海坐高铁要多久？", "谢谢你的帮助，最后请总结一下我们的对话。",
+	}
+	// Warm up (first decode, allocations) outside the measurement.
+	warm, release, err := NewConversation(context.Background(), e, m, greedy(4))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := warm.Send(context.Background(), chat.Message{Role: chat.RoleUser, Content: "warm up"}, nil); err != nil {
+		b.Fatal(err)
+	}
+	release()
+	var ttft1, ttft10 time.Duration
+	var prompt10, eval10 int
+	for b.Loop() {
+		conv, release, err := NewConversation(context.Background(), e, m, greedy(32))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i, q := range questions {
+			turn, err := conv.Send(context.Background(), chat.Message{Role: chat.RoleUser, Content: q}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			switch i {
+			case 0:
+				ttft1 += turn.Result.PromptTime
+			case len(questions) - 1:
+				ttft10 += turn.Result.PromptTime
+				prompt10, eval10 = turn.Result.PromptTokens, turn.Result.EvaluatedTokens
+			}
+		}
+		release()
+		// The next iteration starts a new conversation in a slot whose cache
+		// holds this one: turn 1 shares only [gMASK] sop <|user|> with it.
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(ttft1.Microseconds())/1000/n, "ttft1_ms")
+	b.ReportMetric(float64(ttft10.Microseconds())/1000/n, "ttft10_ms")
+	b.ReportMetric(float64(ttft10)/float64(ttft1), "ttft10/ttft1")
+	b.ReportMetric(float64(prompt10), "prompt10_tokens")
+	b.ReportMetric(float64(eval10), "evaluated10_tokens")
 }

@@ -383,3 +383,47 @@ func TestMissingModelSaysHowToGetIt(t *testing.T) {
 		t.Fatalf("%v: %s", err, out)
 	}
 }
+
+// TestModelByNameFromStore: -m org/name finds the GGUF converted into the
+// snapshot of the local store; a snapshot without one says to convert it.
+func TestModelByNameFromStore(t *testing.T) {
+	model := tinyModel(t)
+	store := t.TempDir()
+	repoDir := filepath.Join(store, "THUDM", "chatglm3-6b")
+	const id = "0123456789abcdef0123456789abcdef01234567"
+	for _, d := range []string{"refs", ".meta", id} {
+		if err := os.MkdirAll(filepath.Join(repoDir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(filepath.Join(repoDir, "refs", "main"), []byte(id+"\n"), 0o644))
+	must(os.WriteFile(filepath.Join(repoDir, ".meta", id+".json"),
+		[]byte(`{"source": "hf", "repo": "THUDM/chatglm3-6b", "revision": "main", "id": "`+id+`", "files": []}`), 0o644))
+
+	if _, err := resolveModelIn("THUDM/chatglm3-6b", store); err == nil || !strings.Contains(err.Error(), "not converted") {
+		t.Fatalf("unconverted snapshot: %v", err)
+	}
+	b, err := os.ReadFile(model)
+	must(err)
+	want := filepath.Join(repoDir, id, "chatglm3-6b-f16.gguf")
+	must(os.WriteFile(want, b, 0o644))
+	for _, name := range []string{"THUDM/chatglm3-6b", "THUDM/chatglm3-6b@main", "THUDM/chatglm3-6b@" + id} {
+		got, err := resolveModelIn(name, store)
+		if err != nil || got != want {
+			t.Fatalf("%s: %q, %v", name, got, err)
+		}
+	}
+	if _, err := resolveModelIn("THUDM/chatglm3-6b@v2", store); err == nil || !strings.Contains(err.Error(), "chatglm get THUDM/chatglm3-6b") {
+		t.Fatalf("missing revision: %v", err)
+	}
+	v := runJSON(t, "", "run", "-m", "THUDM/chatglm3-6b", "--models-dir", store, "-p", "你好", "--dry-run")
+	if v["model"] != want {
+		t.Fatalf("dry run used %v", v["model"])
+	}
+}
