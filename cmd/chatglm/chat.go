@@ -85,6 +85,13 @@ func runChat(cmd *cobra.Command, cfg *config.Store, session, system string, verb
 
 	stdin, stdout := cmd.InOrStdin(), cmd.OutOrStdout()
 	interactive := isTTY(stdin) && isTTY(stdout)
+	if interactive && !cmd.Flags().Changed("log-level") && os.Getenv("CHATGLM_LOG_LEVEL") == "" {
+		// llama.cpp's load-time warnings would land between the prompts;
+		// keep them for an explicit --log-level warn.
+		if err := setupLogging("error"); err != nil {
+			return err
+		}
+	}
 	loadCtx, cancelLoad := context.WithCancel(ctx)
 	defer cancelLoad()
 	go func() {
