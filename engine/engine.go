@@ -209,12 +209,6 @@ func (e *Engine) ContextSize() int { return e.ctxSize }
 // Parallel is the number of slots.
 func (e *Engine) Parallel() int { return e.opts.Parallel }
 
-// Tokenize encodes text as SentencePiece does, with the dummy-prefix space
-// and without recognising special tokens in the text.
-func (e *Engine) Tokenize(text string) ([]int32, error) {
-	return e.model.Tokenize(text, false, false)
-}
-
 // Stats returns the running totals.
 func (e *Engine) Stats() Stats {
 	e.statMu.Lock()
