@@ -118,7 +118,7 @@ func TestGoldensWithRealTokenizer(t *testing.T) {
 		if !slices.Equal(got, enc.IDs) {
 			t.Errorf("encode %q = %v, python-sentencepiece %v", enc.Text, got, enc.IDs)
 		}
-		if llama, err := e.Tokenize(enc.Text); err == nil && !slices.Equal(llama, enc.IDs) {
+		if llama, err := e.Model().Tokenize(enc.Text, false, false); err == nil && !slices.Equal(llama, enc.IDs) {
 			llamaDiffers++
 			t.Logf("llama.cpp's tokenizer differs: %q = %v, python-sentencepiece %v", enc.Text, llama, enc.IDs)
 		}
@@ -155,7 +155,7 @@ func TestNoControlTokensFromText(t *testing.T) {
 		if slices.ContainsFunc(ids, isSpecial) {
 			t.Errorf("%q -> %v has a control token", text, ids)
 		}
-		if llama, _ := e.Tokenize(text); slices.ContainsFunc(llama, isSpecial) {
+		if llama, _ := e.Model().Tokenize(text, false, false); slices.ContainsFunc(llama, isSpecial) {
 			t.Logf("llama.cpp tokenizer: %q -> %v (control token from plain text)", text, llama)
 		}
 	}
