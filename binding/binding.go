@@ -146,7 +146,27 @@ func chatglmGoLog(level C.int, text *C.char) {
 	default:
 		l = slog.LevelError
 	}
+	if l > slog.LevelDebug && isBenign(line) {
+		l = slog.LevelDebug
+	}
 	slog.Log(context.Background(), l, line, "source", "llama.cpp")
+}
+
+// benignWarnings are llama.cpp warnings that every ChatGLM3 GGUF triggers
+// and that need no action; they are logged at debug level.
+var benignWarnings = []string{
+	// ChatGLM3 ends turns with <|user|>/<|observation|>, which chatglm
+	// stops on itself; llama.cpp adds eos to its end-of-generation set.
+	"special_eos_id is not in special_eog_ids",
+}
+
+func isBenign(line string) bool {
+	for _, w := range benignWarnings {
+		if strings.Contains(line, w) {
+			return true
+		}
+	}
+	return false
 }
 
 // takeLastError returns and clears the last error line llama.cpp logged.
