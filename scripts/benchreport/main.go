@@ -1,0 +1,371 @@
+// Command benchreport folds the raw outputs of scripts/bench.sh into one
+// table: markdown on stdout and in <dir>/bench.md, JSON in <dir>/bench.json.
+// Every figure is given beside the baseline measured in the same run.
+//
+//	go run ./scripts/benchreport -dir bench-results/<run>
+//
+// It reads, from <dir>/raw: bench-<type>.json (chatglm bench --json) and
+// bench-<type>.time (GNU time -v) for each model type, convert.txt
+// (scripts/bench-convert.sh), ttft.json (internal/benchttft),
+// download.txt (scripts/bench-download.sh), server.txt
+// (scripts/bench-server.sh) and info.txt; missing files leave their rows out.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// benchRecord holds the fields of a `chatglm bench --json` record used here.
+type benchRecord struct {
+	ModelFilename string  `json:"model_filename"`
+	ModelType     string  `json:"model_type"`
+	ModelSize     uint64  `json:"model_size"`
+	NThreads      int     `json:"n_threads"`
+	NPrompt       int     `json:"n_prompt"`
+	NGen          int     `json:"n_gen"`
+	AvgTS         float64 `json:"avg_ts"`
+	StddevTS      float64 `json:"stddev_ts"`
+	LoadNS        uint64  `json:"load_ns"`
+	PeakRSSBytes  uint64  `json:"peak_rss_bytes"`
+	BytesPerToken uint64  `json:"bytes_per_token"`
+	MemBWGBs      float64 `json:"mem_bw_gbs"`
+	BWFraction    float64 `json:"bw_fraction"`
+}
+
+// ModelRow is one model at one thread count.
+type ModelRow struct {
+	Type          string  `json:"type"`
+	ModelType     string  `json:"model_type"`
+	SizeBytes     uint64  `json:"size_bytes"`
+	LoadSeconds   float64 `json:"load_s"`
+	PeakRSSBytes  uint64  `json:"peak_rss_bytes"`
+	Threads       int     `json:"threads"`
+	NPrompt       int     `json:"n_prompt"`
+	PPTS          float64 `json:"pp_ts"`
+	PPStddev      float64 `json:"pp_stddev_ts"`
+	NGen          int     `json:"n_gen"`
+	TGTS          float64 `json:"tg_ts"`
+	TGStddev      float64 `json:"tg_stddev_ts"`
+	BytesPerToken uint64  `json:"bytes_per_token"`
+	TGGBs         float64 `json:"tg_gbs"`      // tg_ts x bytes_per_token
+	MemBWGBs      float64 `json:"mem_bw_gbs"`  // the bound, same threads
+	BWFraction    float64 `json:"bw_fraction"` // tg_gbs / mem_bw_gbs
+}
+
+// Pair is a figure beside its baseline.
+type Pair struct {
+	Name     string  `json:"name"`
+	Value    string  `json:"value"`
+	Baseline string  `json:"baseline"`
+	Ratio    float64 `json:"ratio"`
+	Target   string  `json:"target,omitempty"`
+	Note     string  `json:"note,omitempty"`
+}
+
+// Report is the JSON written to bench.json.
+type Report struct {
+	Info    map[string]string `json:"info"`
+	MemBW   map[int]float64   `json:"mem_bw_gbs"`
+	Models  []ModelRow        `json:"models"`
+	Figures []Pair            `json:"figures"`
+}
+
+func main() {
+	dir := flag.String("dir", "", "run folder written by scripts/bench.sh")
+	flag.Parse()
+	if *dir == "" {
+		fmt.Fprintln(os.Stderr, "usage: benchreport -dir RUN")
+		os.Exit(2)
+	}
+	rep, err := build(filepath.Join(*dir, "raw"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchreport:", err)
+		os.Exit(1)
+	}
+	md := markdown(rep)
+	js, _ := json.MarshalIndent(rep, "", "  ")
+	if err := os.WriteFile(filepath.Join(*dir, "bench.md"), []byte(md), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "benchreport:", err)
+		os.Exit(1)
+	}
+	if err := os.WriteFile(filepath.Join(*dir, "bench.json"), append(js, '\n'), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "benchreport:", err)
+		os.Exit(1)
+	}
+	fmt.Print(md)
+}
+
+func build(raw string) (*Report, error) {
+	rep := &Report{Info: map[string]string{}, MemBW: map[int]float64{}}
+	if b, err := os.ReadFile(filepath.Join(raw, "info.txt")); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ": "); ok {
+				rep.Info[strings.TrimSpace(k)] = strings.TrimSpace(v)
+			}
+		}
+	}
+	for _, typ := range []string{"f16", "q8_0", "q4_0"} {
+		rows, err := modelRows(raw, typ)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rows {
+			if r.MemBWGBs > 0 {
+				rep.MemBW[r.Threads] = r.MemBWGBs
+			}
+		}
+		rep.Models = append(rep.Models, rows...)
+	}
+	if p, ok := convertPair(raw); ok {
+		rep.Figures = append(rep.Figures, p...)
+	}
+	if p, ok := ttftPair(raw); ok {
+		rep.Figures = append(rep.Figures, p)
+	}
+	if p, ok := downloadPair(raw); ok {
+		rep.Figures = append(rep.Figures, p)
+	}
+	if p, ok := serverPair(raw); ok {
+		rep.Figures = append(rep.Figures, p)
+	}
+	return rep, nil
+}
+
+func modelRows(raw, typ string) ([]ModelRow, error) {
+	b, err := os.ReadFile(filepath.Join(raw, "bench-"+typ+".json"))
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var recs []benchRecord
+	if err := json.Unmarshal(b, &recs); err != nil {
+		return nil, fmt.Errorf("bench-%s.json: %w", typ, err)
+	}
+	rss := timeRSS(filepath.Join(raw, "bench-"+typ+".time"))
+	byThreads := map[int]*ModelRow{}
+	var order []int
+	for _, r := range recs {
+		row := byThreads[r.NThreads]
+		if row == nil {
+			row = &ModelRow{Type: typ, ModelType: r.ModelType, SizeBytes: r.ModelSize, LoadSeconds: float64(r.LoadNS) / 1e9,
+				PeakRSSBytes: max(rss, r.PeakRSSBytes), Threads: r.NThreads, BytesPerToken: r.BytesPerToken}
+			byThreads[r.NThreads] = row
+			order = append(order, r.NThreads)
+		}
+		switch {
+		case r.NPrompt > 0 && r.NGen == 0:
+			row.NPrompt, row.PPTS, row.PPStddev = r.NPrompt, r.AvgTS, r.StddevTS
+		case r.NGen > 0 && r.NPrompt == 0:
+			row.NGen, row.TGTS, row.TGStddev = r.NGen, r.AvgTS, r.StddevTS
+			row.MemBWGBs, row.BWFraction = r.MemBWGBs, r.BWFraction
+			row.TGGBs = r.AvgTS * float64(r.BytesPerToken) / 1e9
+		}
+	}
+	sort.Ints(order)
+	var out []ModelRow
+	for _, t := range order {
+		out = append(out, *byThreads[t])
+	}
+	return out, nil
+}
+
+// timeRSS reads "Maximum resident set size (kbytes)" from GNU time -v.
+func timeRSS(path string) uint64 {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	m := regexp.MustCompile(`Maximum resident set size \(kbytes\): (\d+)`).FindSubmatch(b)
+	if m == nil {
+		return 0
+	}
+	v, _ := strconv.ParseUint(string(m[1]), 10, 64)
+	return v * 1024
+}
+
+// grab returns the first submatch of re in the file, as a float.
+func grab(text, re string) (float64, bool) {
+	m := regexp.MustCompile(re).FindStringSubmatch(text)
+	if m == nil {
+		return 0, false
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	return v, err == nil
+}
+
+func readText(raw, name string) (string, bool) {
+	b, err := os.ReadFile(filepath.Join(raw, name))
+	if err != nil {
+		return "", false
+	}
+	return string(b), true
+}
+
+func convertPair(raw string) ([]Pair, bool) {
+	t, ok := readText(raw, "convert.txt")
+	if !ok {
+		return nil, false
+	}
+	cp, ok1 := grab(t, `cp \(\+sync\):\s+([\d.]+) s`)
+	conv, ok2 := grab(t, `convert f16:\s+([\d.]+) s`)
+	rss, ok3 := grab(t, `peak RSS:\s+([\d.]+) MiB`)
+	ratio, ok4 := grab(t, `ratio:\s+([\d.]+)`)
+	if !ok1 || !ok2 || !ok4 {
+		return nil, false
+	}
+	out := []Pair{{Name: "convert f16 (12.5 GB checkpoint), throughput", Value: fmt.Sprintf("%.1f s", conv),
+		Baseline: fmt.Sprintf("cp + sync %.1f s", cp), Ratio: ratio, Target: ">= 0.5"}}
+	if ok3 {
+		out = append(out, Pair{Name: "convert f16, peak RSS", Value: fmt.Sprintf("%.0f MiB", rss),
+			Baseline: "1024 MiB limit", Ratio: rss / 1024, Target: "< 1"})
+	}
+	return out, true
+}
+
+func ttftPair(raw string) (Pair, bool) {
+	b, err := os.ReadFile(filepath.Join(raw, "ttft.json"))
+	if err != nil {
+		return Pair{}, false
+	}
+	var r struct {
+		Model string `json:"model"`
+		Turns []struct {
+			Turn            int     `json:"turn"`
+			TTFT            float64 `json:"ttft_ms"`
+			PromptTokens    int     `json:"prompt_tokens"`
+			EvaluatedTokens int     `json:"evaluated_tokens"`
+		} `json:"turns"`
+		Ratio float64 `json:"ttft_ratio"`
+	}
+	if err := json.Unmarshal(lastLine(b), &r); err != nil || len(r.Turns) < 2 {
+		return Pair{}, false
+	}
+	first, last := r.Turns[0], r.Turns[len(r.Turns)-1]
+	return Pair{
+		Name:     fmt.Sprintf("multi-turn TTFT (chat, %s), turn %d / turn 1", filepath.Base(r.Model), last.Turn),
+		Value:    fmt.Sprintf("%.0f ms (prompt %d tokens, %d evaluated)", last.TTFT, last.PromptTokens, last.EvaluatedTokens),
+		Baseline: fmt.Sprintf("%.0f ms (prompt %d tokens)", first.TTFT, first.PromptTokens),
+		Ratio:    r.Ratio,
+		Note:     "KV prefix reuse: without it the ratio would grow with the history",
+	}, true
+}
+
+func downloadPair(raw string) (Pair, bool) {
+	t, ok := readText(raw, "download.txt")
+	if !ok {
+		return Pair{}, false
+	}
+	curl, ok1 := grab(t, `curl\s+[\d.]+ s\s+([\d.]+) MB/s`)
+	pull, ok2 := grab(t, `chatglm pull\s+[\d.]+ s\s+([\d.]+) MB/s`)
+	ratio, ok3 := grab(t, `ratio pull/curl ([\d.]+)`)
+	if !ok1 || !ok2 || !ok3 {
+		return Pair{}, false
+	}
+	return Pair{Name: "download (local Hub, sha256-verified)", Value: fmt.Sprintf("%.0f MB/s", pull),
+		Baseline: fmt.Sprintf("curl %.0f MB/s", curl), Ratio: ratio, Target: ">= 0.9"}, true
+}
+
+func serverPair(raw string) (Pair, bool) {
+	t, ok := readText(raw, "server.txt")
+	if !ok {
+		return Pair{}, false
+	}
+	var r struct {
+		Model    string  `json:"model"`
+		Ratio    float64 `json:"ratio"`
+		Failures int     `json:"failures"`
+		Runs     []struct {
+			Label string  `json:"label"`
+			TPS   float64 `json:"tokens_per_second"`
+		} `json:"runs"`
+	}
+	if err := json.Unmarshal(lastLine([]byte(t)), &r); err != nil || len(r.Runs) < 2 {
+		return Pair{}, false
+	}
+	return Pair{Name: "server load, aggregate tokens/s", Value: fmt.Sprintf("%s %.1f t/s", r.Runs[0].Label, r.Runs[0].TPS),
+		Baseline: fmt.Sprintf("%s %.1f t/s", r.Runs[1].Label, r.Runs[1].TPS), Ratio: r.Ratio, Target: ">= 2",
+		Note: fmt.Sprintf("%d failures; model: %s", r.Failures, r.Model)}, true
+}
+
+// lastLine returns the last non-empty line that starts with '{'.
+func lastLine(b []byte) []byte {
+	var last []byte
+	sc := bufio.NewScanner(strings.NewReader(string(b)))
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	for sc.Scan() {
+		l := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(l, "{") {
+			last = []byte(l)
+		}
+	}
+	return last
+}
+
+func gib(b uint64) string { return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30)) }
+
+func markdown(r *Report) string {
+	var b strings.Builder
+	b.WriteString("# chatglm benchmark\n\n")
+	keys := make([]string, 0, len(r.Info))
+	for k := range r.Info {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "- %s: %s\n", k, r.Info[k])
+	}
+	if len(r.MemBW) > 0 {
+		var ts []int
+		for t := range r.MemBW {
+			ts = append(ts, t)
+		}
+		sort.Ints(ts)
+		var parts []string
+		for _, t := range ts {
+			parts = append(parts, fmt.Sprintf("%d thread(s) %.1f GB/s", t, r.MemBW[t]))
+		}
+		fmt.Fprintf(&b, "- memory bandwidth bound (best of STREAM-like read/copy/triad, same run): %s\n", strings.Join(parts, ", "))
+	}
+	if len(r.Models) > 0 {
+		b.WriteString("\n## Model speed (synthetic full-size ChatGLM3-6B, CPU)\n\n")
+		b.WriteString("| model | size | load s | peak RSS | threads | pp t/s | tg t/s | tg GB/s | bound GB/s | tg / bound |\n")
+		b.WriteString("| ----- | ---: | -----: | -------: | ------: | -----: | -----: | ------: | ---------: | ---------: |\n")
+		for _, m := range r.Models {
+			pp, tg := "", ""
+			if m.NPrompt > 0 {
+				pp = fmt.Sprintf("pp%d %.2f ± %.2f", m.NPrompt, m.PPTS, m.PPStddev)
+			}
+			if m.NGen > 0 {
+				tg = fmt.Sprintf("tg%d %.2f ± %.2f", m.NGen, m.TGTS, m.TGStddev)
+			}
+			frac := ""
+			if m.BWFraction > 0 {
+				frac = fmt.Sprintf("%.0f%%", 100*m.BWFraction)
+			}
+			fmt.Fprintf(&b, "| %s | %s | %.1f | %s | %d | %s | %s | %.1f | %.1f | %s |\n",
+				m.ModelType, gib(m.SizeBytes), m.LoadSeconds, gib(m.PeakRSSBytes), m.Threads, pp, tg, m.TGGBs, m.MemBWGBs, frac)
+		}
+		b.WriteString("\ntg GB/s = tg t/s x bytes read per token (every weight but the embedding table);" +
+			" bound = memory bandwidth measured with the same threads in the same run.\n")
+	}
+	if len(r.Figures) > 0 {
+		b.WriteString("\n## Figures against their baselines (same run)\n\n")
+		b.WriteString("| figure | value | baseline | ratio | target | note |\n")
+		b.WriteString("| ------ | ----: | -------: | ----: | -----: | ---- |\n")
+		for _, p := range r.Figures {
+			fmt.Fprintf(&b, "| %s | %s | %s | %.2f | %s | %s |\n", p.Name, p.Value, p.Baseline, p.Ratio, p.Target, p.Note)
+		}
+	}
+	return b.String()
+}
