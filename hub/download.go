@@ -104,6 +104,13 @@ type fileJob struct {
 	kick    chan struct{}
 	started bool
 
+	// The streaming hash of the written prefix: fed inline by the worker
+	// whose bytes extend it, else by hashLoop reading the file back.
+	hmu    sync.Mutex
+	h      hash.Hash
+	hashed int64 // bytes fed to h
+	hepoch int   // the epoch h belongs to
+
 	locMu  sync.Mutex
 	loc    *Location
 	locGen int
@@ -191,14 +198,24 @@ func (j *fileJob) open() error {
 	}
 	j.fh = fh
 	j.next, j.first = 0, 0
+	j.hmu.Lock()
+	j.h, j.hashed, j.hepoch = j.newHash(), 0, j.epoch
+	j.hmu.Unlock()
 	return nil
 }
 
 // reset throws away every byte of the partial file (a hash mismatch or a
 // server without Range support).
 func (j *fileJob) reset(noRange bool) error {
+	defer j.poke()
 	j.mu.Lock()
-	defer j.mu.Unlock()
+	defer func() {
+		e := j.epoch
+		j.mu.Unlock()
+		j.hmu.Lock()
+		j.h, j.hashed, j.hepoch = j.newHash(), 0, e
+		j.hmu.Unlock()
+	}()
 	lost := j.st.have()
 	j.st = newState(j.f, j.d.opts.ChunkSize)
 	if noRange {
@@ -548,6 +565,12 @@ func (j *fileJob) get(ctx context.Context, u string, i int) (int64, error) {
 		}
 		j.st.Done[i] += int64(fill)
 		j.mu.Unlock()
+		j.hmu.Lock()
+		if j.hepoch == epoch && j.hashed == pos {
+			j.h.Write(buf[:fill])
+			j.hashed += int64(fill)
+		}
+		j.hmu.Unlock()
 		pos += int64(fill)
 		wrote += int64(fill)
 		j.d.fetched.Add(int64(fill))
@@ -626,34 +649,37 @@ func (j *fileJob) newHash() hash.Hash {
 	return sha256.New()
 }
 
-// hashLoop hashes the written prefix of the file as it grows, reading it
-// back from the partial file, until the whole file is hashed.
+// hashLoop completes the streaming hash: it reads back the part of the
+// written prefix that was not hashed inline, until the whole file is hashed.
 func (j *fileJob) hashLoop(ctx context.Context) hashResult {
-	h := j.newHash()
-	var hashed int64
-	j.mu.Lock()
-	epoch := j.epoch
-	j.mu.Unlock()
-	buf := make([]byte, 4<<20)
+	var buf []byte
 	for {
 		j.mu.Lock()
-		if j.epoch != epoch {
-			epoch, hashed, h = j.epoch, 0, j.newHash()
-		}
-		target := j.prefix()
+		target, epoch := j.prefix(), j.epoch
 		j.mu.Unlock()
-		if hashed == j.f.Size && target == j.f.Size {
-			return hashResult{sum: hex.EncodeToString(h.Sum(nil))}
-		}
-		if hashed < target {
-			n := min(int64(len(buf)), target-hashed)
-			if _, err := j.fh.ReadAt(buf[:n], hashed); err != nil {
-				return hashResult{err: fmt.Errorf("reading back %s: %w", j.part, err)}
+		j.hmu.Lock()
+		if j.hepoch == epoch {
+			if j.hashed == j.f.Size && target == j.f.Size {
+				sum := hex.EncodeToString(j.h.Sum(nil))
+				j.hmu.Unlock()
+				return hashResult{sum: sum}
 			}
-			h.Write(buf[:n])
-			hashed += n
-			continue
+			if j.hashed < target {
+				if buf == nil {
+					buf = make([]byte, 4<<20)
+				}
+				n := min(int64(len(buf)), target-j.hashed)
+				if _, err := j.fh.ReadAt(buf[:n], j.hashed); err != nil {
+					j.hmu.Unlock()
+					return hashResult{err: fmt.Errorf("reading back %s: %w", j.part, err)}
+				}
+				j.h.Write(buf[:n])
+				j.hashed += n
+				j.hmu.Unlock()
+				continue
+			}
 		}
+		j.hmu.Unlock()
 		select {
 		case <-j.kick:
 		case <-ctx.Done():
