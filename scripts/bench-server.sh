@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Server load test (make bench; not a unit test): 8 concurrent clients send
+# 200 chat completions to `chatglm serve --parallel 4`, then the same to
+# `--parallel 1` on the same model, and the script reports zero failures,
+# aggregate generated tokens/s of each, their ratio (target >= 2x) and
+# p50/p99 latency, ending with one JSON line.
+#
+# The model is $BENCH_SERVER_MODEL (a GGUF file or a store name such as
+# THUDM/chatglm3-6b); without it a random ChatGLM3 model with the real
+# tokenizer is made (hidden $BENCH_SERVER_HIDDEN, default 512, with
+# $BENCH_SERVER_LAYERS layers, default 4), big enough that a decode step
+# costs more than the HTTP around it, small enough to run in minutes on 2
+# cores. Environment: BIN (default bin/chatglm), BENCH_SERVER_CLIENTS (8),
+# BENCH_SERVER_REQUESTS (200), BENCH_SERVER_MAX_TOKENS (32),
+# BENCH_SERVER_PARALLEL (4), BENCH_SERVER_THREADS (0 = all cores).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${BIN:-bin/chatglm}
+CLIENTS=${BENCH_SERVER_CLIENTS:-8}
+REQUESTS=${BENCH_SERVER_REQUESTS:-200}
+MAX_TOKENS=${BENCH_SERVER_MAX_TOKENS:-32}
+PARALLEL=${BENCH_SERVER_PARALLEL:-4}
+THREADS=${BENCH_SERVER_THREADS:-0}
+HIDDEN=${BENCH_SERVER_HIDDEN:-512}
+LAYERS=${BENCH_SERVER_LAYERS:-4}
+
+[ -x "$BIN" ] || make build
+work=$(mktemp -d)
+server_pid=
+cleanup() {
+	if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The load generator is plain Go (no cgo).
+CGO_ENABLED=0 go build -o "$work/loadgen" ./internal/loadgen
+
+model=${BENCH_SERVER_MODEL:-}
+if [ -z "$model" ]; then
+	model="$work/random-h${HIDDEN}-l${LAYERS}.gguf"
+	"$work/loadgen" -make-model "$model" -hidden "$HIDDEN" -layers "$LAYERS"
+	desc="random ChatGLM3 (hidden $HIDDEN, $LAYERS layers, real 65024-token vocabulary, f16; $(du -h "$model" | cut -f1))"
+else
+	desc="$model"
+fi
+echo "bench-server: model $desc; $CLIENTS clients, $REQUESTS requests, max_tokens $MAX_TOKENS"
+
+# run_load P OUT: serve with --parallel P, run the load, stop with SIGTERM.
+run_load() {
+	local p=$1 out=$2 log="$work/serve-$1.log" url=
+	"$BIN" serve -m "$model" --port 0 --parallel "$p" --threads "$THREADS" --queue 64 \
+		--ctx-size 1024 --log-level warn 2>"$log" &
+	server_pid=$!
+	for _ in $(seq 1 600); do
+		url=$(sed -n 's/^chatglm: listening on \(http:[^ ]*\).*/\1/p' "$log")
+		if [ -n "$url" ] && curl -fs "$url/health" >/dev/null 2>&1; then break; fi
+		if ! kill -0 "$server_pid" 2>/dev/null; then cat "$log" >&2; echo "bench-server: serve exited" >&2; exit 1; fi
+		sleep 0.1
+	done
+	curl -fs "$url/health" >/dev/null || { cat "$log" >&2; echo "bench-server: server not healthy" >&2; exit 1; }
+	"$work/loadgen" -url "$url" -clients "$CLIENTS" -requests "$REQUESTS" -max-tokens "$MAX_TOKENS" \
+		-label "parallel=$p" >"$out"
+	kill -TERM "$server_pid"
+	local rc=0
+	wait "$server_pid" || rc=$?
+	server_pid=
+	if [ "$rc" -ne 0 ]; then cat "$log" >&2; echo "bench-server: serve exited with $rc after SIGTERM" >&2; exit 1; fi
+	cat "$out"
+}
+
+run_load "$PARALLEL" "$work/batched.json"
+run_load 1 "$work/base.json"
+"$work/loadgen" -compare -model "$desc" "$work/base.json" "$work/batched.json"
