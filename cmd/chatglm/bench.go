@@ -51,8 +51,8 @@ combination (e.g. -t 1,2). The model is loaded once per model and load
 setting; "load s" is that load time. --json writes records with
 llama-bench's field names (plus load_ns, peak_rss_bytes, bytes_per_token,
 mem_bw_gbs, bw_fraction). --mem-bw also measures the memory bandwidth
-(STREAM-like, per thread count) and shows tg x bytes-per-token as a
-fraction of it.`
+of a read-only stream (STREAM-like, per thread count) and shows tg x
+bytes-per-token (every weight but the embedding table) as a fraction of it.`
 
 // newBenchCmd builds `chatglm bench`.
 func newBenchCmd(cfg *config.Store) *cobra.Command {

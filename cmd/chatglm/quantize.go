@@ -42,9 +42,12 @@ bar compares the bytes written with an estimate of the final size.`,
 				return err
 			}
 			var bar *progressbar.ProgressBar
+			stderr := cmd.ErrOrStderr()
+			tty := isTerminal(stderr)
+			lastTenth := int64(-1)
 			newBar := func(total int64) *progressbar.ProgressBar {
 				return progressbar.NewOptions64(total,
-					progressbar.OptionSetWriter(cmd.ErrOrStderr()),
+					progressbar.OptionSetWriter(stderr),
 					progressbar.OptionSetDescription("quantizing to "+typ),
 					progressbar.OptionShowBytes(true),
 					progressbar.OptionSetElapsedTime(true),
@@ -58,6 +61,14 @@ bar compares the bytes written with an estimate of the final size.`,
 				Threads: cfg.Int(keyThreads),
 				Force:   cfg.Bool(keyQuantizeForce),
 				Progress: func(written, estimate int64) {
+					if !tty {
+						// Plain lines for logs: one per tenth of the estimate.
+						if tenth := 10 * written / max(estimate, 1); tenth > lastTenth {
+							lastTenth = tenth
+							fmt.Fprintf(stderr, "quantize: %3d%%  %.2f/%.2f GB (estimated)\n", 10*tenth, float64(written)/1e9, float64(estimate)/1e9)
+						}
+						return
+					}
 					if bar == nil {
 						bar = newBar(estimate)
 					} else if bar.GetMax64() != estimate {

@@ -293,7 +293,8 @@ func Run(ctx context.Context, p Params, emit func(Record) error) ([]Record, erro
 				if err != nil {
 					return recs, fmt.Errorf("bench: %w", err)
 				}
-				gbs = res.Best()
+				gbs = res.Bound()
+				progress("memory bandwidth, %d threads: read %.1f GB/s (the bound), copy %.1f, triad %.1f (STREAM counting)", in.threads, res.Read, res.Copy, res.Triad)
 				bw[in.threads] = gbs
 			}
 			r.MemBWGBs = gbs

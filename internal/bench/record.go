@@ -61,7 +61,7 @@ type Record struct {
 	// weight except the token embedding table (of which one row is read).
 	BytesPerToken uint64 `json:"bytes_per_token,omitempty"`
 	// MemBWGBs is the memory bandwidth measured with the same number of
-	// threads (best STREAM-like kernel, GB/s), when requested.
+	// threads (the read-only STREAM-like kernel, GB/s), when requested.
 	MemBWGBs float64 `json:"mem_bw_gbs,omitempty"`
 	// BWFraction is avg_ts x bytes_per_token / mem_bw for generation tests.
 	BWFraction float64 `json:"bw_fraction,omitempty"`

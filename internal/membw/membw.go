@@ -30,9 +30,12 @@ type Result struct {
 	Triad      float64 // GB/s of a[i] = b[i] + q*c[i]
 }
 
-// Best is the highest of the three kernels' bandwidths: the bound against
-// which a streaming workload is compared.
-func (r Result) Best() float64 { return max(r.Read, r.Copy, r.Triad) }
+// Bound is the bandwidth a read-only stream reaches (the Read kernel): the
+// physical limit of a workload that streams weights from memory, such as
+// generating tokens. Copy and triad count their writes too (STREAM's
+// convention), so their GB/s are not a bound for reading: on this kind of
+// machine a core's copy moves about twice the bytes of its reads.
+func (r Result) Bound() float64 { return r.Read }
 
 // DefaultArrayBytes is the default size of each of the three arrays: far
 // beyond any last-level cache.

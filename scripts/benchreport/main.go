@@ -335,7 +335,7 @@ func markdown(r *Report) string {
 		for _, t := range ts {
 			parts = append(parts, fmt.Sprintf("%d thread(s) %.1f GB/s", t, r.MemBW[t]))
 		}
-		fmt.Fprintf(&b, "- memory bandwidth bound (best of STREAM-like read/copy/triad, same run): %s\n", strings.Join(parts, ", "))
+		fmt.Fprintf(&b, "- memory bandwidth bound (read-only STREAM-like kernel, same threads, same run): %s\n", strings.Join(parts, ", "))
 	}
 	if len(r.Models) > 0 {
 		b.WriteString("\n## Model speed (synthetic full-size ChatGLM3-6B, CPU)\n\n")
