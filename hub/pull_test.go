@@ -71,7 +71,7 @@ func opts(t *testing.T, srv *hubtest.Server) hub.Options {
 		Repo: repoID, Endpoint: srv.URL(), Dir: t.TempDir(), Token: "-",
 		Connections: 4, ChunkSize: 64 << 10, Retries: 4,
 		Backoff: 2 * time.Millisecond, MaxBackoff: 10 * time.Millisecond, MaxRetryAfter: 10 * time.Millisecond,
-		StallTimeout: 300 * time.Millisecond, SaveInterval: 10 * time.Millisecond, LockPoll: 5 * time.Millisecond,
+		StallTimeout: 5 * time.Second, SaveInterval: 10 * time.Millisecond, LockPoll: 5 * time.Millisecond,
 	}
 }
 
@@ -296,7 +296,9 @@ func TestFaults(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv, fs := newServer(t, 10)
 			srv.SetFault(func(r hubtest.Request) hubtest.Fault { return tc.fault(srv, r) })
-			res, err := hub.Pull(context.Background(), opts(t, srv))
+			o := opts(t, srv)
+			o.StallTimeout = 300 * time.Millisecond // the stall fault pauses 5s
+			res, err := hub.Pull(context.Background(), o)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -216,8 +216,18 @@ func (s *Server) ExpireURLs() {
 	s.mu.Unlock()
 }
 
-// BytesServed is the body bytes sent for path so far.
+// settle waits (up to a second) for responses in flight to finish, so the
+// counters include every byte a client has already seen.
+func (s *Server) settle() {
+	for i := 0; i < 1000 && s.inFlight.Load() > 0; i++ {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// BytesServed is the body bytes sent for path so far (after responses in
+// flight finish).
 func (s *Server) BytesServed(path string) int64 {
+	s.settle()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.bytes[path]
@@ -226,13 +236,16 @@ func (s *Server) BytesServed(path string) int64 {
 // BytesServedTo is the body bytes sent for path to clients with this
 // User-Agent.
 func (s *Server) BytesServedTo(path, userAgent string) int64 {
+	s.settle()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.byUA[path+"\x00"+userAgent]
 }
 
-// TotalBytes is the body bytes sent for every file so far.
+// TotalBytes is the body bytes sent for every file so far (after
+// responses in flight finish).
 func (s *Server) TotalBytes() int64 {
+	s.settle()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var n int64
@@ -254,6 +267,7 @@ func (s *Server) InFlight() int64 { return s.inFlight.Load() }
 
 // ResetCounters zeroes the byte and request counters.
 func (s *Server) ResetCounters() {
+	s.settle()
 	s.mu.Lock()
 	s.bytes, s.byUA, s.reqs = map[string]int64{}, map[string]int64{}, map[string]int{}
 	s.mu.Unlock()
