@@ -419,14 +419,14 @@ func (s *Server) fail(w http.ResponseWriter, ri *reqInfo, err error) {
 
 func (s *Server) streamChat(ctx context.Context, w http.ResponseWriter, ri *reqInfo, st *ready, spec *genSpec, id string, created int64, model string, includeUsage bool) {
 	sse := newSSE(w)
-	chunk := func(delta *replyMessage, finish *string) chatCompletion {
+	chunk := func(delta *replyDelta, finish *string) chatCompletion {
 		return chatCompletion{ID: id, Object: "chat.completion.chunk", Created: created, Model: model,
 			Choices: []chatChoice{{Index: 0, Delta: delta, FinishReason: finish}}}
 	}
 	empty := ""
 	res, err := s.generate(ctx, st, spec,
-		func() error { return sse.send(chunk(&replyMessage{Role: "assistant", Content: &empty}, nil)) },
-		func(text string) error { return sse.send(chunk(&replyMessage{Content: &text}, nil)) })
+		func() error { return sse.send(chunk(&replyDelta{Role: "assistant", Content: &empty}, nil)) },
+		func(text string) error { return sse.send(chunk(&replyDelta{Content: &text}, nil)) })
 	s.account(ri, res)
 	if err != nil {
 		ri.errMsg = errorString(err)
@@ -448,11 +448,11 @@ func (s *Server) streamChat(ctx context.Context, w http.ResponseWriter, ri *reqI
 		}
 		zero := 0
 		call.Index = &zero
-		if sse.send(chunk(&replyMessage{ToolCalls: []toolCall{call}}, nil)) != nil {
+		if sse.send(chunk(&replyDelta{ToolCalls: []toolCall{call}}, nil)) != nil {
 			return
 		}
 	}
-	if sse.send(chunk(&replyMessage{}, &res.finish)) != nil {
+	if sse.send(chunk(&replyDelta{}, &res.finish)) != nil {
 		return
 	}
 	if includeUsage {

@@ -189,7 +189,7 @@ type chatCompletion struct {
 type chatChoice struct {
 	Index        int           `json:"index"`
 	Message      *replyMessage `json:"message,omitempty"`
-	Delta        *replyMessage `json:"delta,omitempty"`
+	Delta        *replyDelta   `json:"delta,omitempty"`
 	Logprobs     *struct{}     `json:"logprobs"`
 	FinishReason *string       `json:"finish_reason"`
 }
@@ -198,6 +198,13 @@ type chatChoice struct {
 type replyMessage struct {
 	Role      string     `json:"role,omitempty"`
 	Content   *string    `json:"content"`
+	ToolCalls []toolCall `json:"tool_calls,omitempty"`
+}
+
+// replyDelta is one chunk of a streamed reply; absent fields are left out.
+type replyDelta struct {
+	Role      string     `json:"role,omitempty"`
+	Content   *string    `json:"content,omitempty"`
 	ToolCalls []toolCall `json:"tool_calls,omitempty"`
 }
 

@@ -262,6 +262,9 @@ func chatStream(t *testing.T, resp *http.Response) (content string, calls []tool
 		calls = append(calls, d.ToolCalls...)
 		if f := c.Choices[0].FinishReason; f != nil {
 			finish = *f
+			if !strings.Contains(string(ev), `"delta":{}`) {
+				t.Errorf("the finish chunk has a non-empty delta: %s", ev)
+			}
 		}
 	}
 	return content, calls, finish, u
