@@ -121,7 +121,7 @@ func checkGGUF(path string) error {
 
 func ready(stdout, stderr io.Writer, quiet bool, repo, path, what string) {
 	if !quiet {
-		fmt.Fprintf(stderr, "%s is %s: %s\nnext: chatglm chat -m %s\n", repo, what, path, path)
+		fmt.Fprintf(stderr, "%s is %s: %s\nnext: chatglm chat -m %s\n", repo, what, path, repo)
 	}
 	fmt.Fprintln(stdout, path)
 }
