@@ -23,13 +23,13 @@ import (
 )
 
 // The end-to-end tests run the real program: this test binary re-executes
-// itself with CHATGLM_HELPER_MAIN=1, which makes TestHelperMain run main()
-// with the arguments in CHATGLM_HELPER_ARGS (a JSON list).
+// itself with CHATGLM_HELPER_MAIN=1, which makes TestMain run main() with
+// the arguments in CHATGLM_HELPER_ARGS (a JSON list) instead of the tests.
 const helperEnv, helperArgsEnv = "CHATGLM_HELPER_MAIN", "CHATGLM_HELPER_ARGS"
 
-func TestHelperMain(t *testing.T) {
+func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) != "1" {
-		t.Skip("helper process for the end-to-end tests")
+		os.Exit(m.Run())
 	}
 	var args []string
 	if err := json.Unmarshal([]byte(os.Getenv(helperArgsEnv)), &args); err != nil {
@@ -44,7 +44,7 @@ func TestHelperMain(t *testing.T) {
 func helperCmd(t *testing.T, args ...string) *exec.Cmd {
 	t.Helper()
 	a, _ := json.Marshal(args)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperMain$")
+	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), helperEnv+"=1", helperArgsEnv+"="+string(a),
 		"CHATGLM_LOG_LEVEL=error", "XDG_CONFIG_HOME="+t.TempDir())
 	return cmd
