@@ -224,6 +224,12 @@ func openModel(ctx context.Context, cfg *config.Store, parallel int, stderr io.W
 	if ctxSize < 0 {
 		return nil, fmt.Errorf("--ctx-size %d: must be 0 (the model's) or more", ctxSize)
 	}
+	// One line when GPU layers were asked for (the default) but none can run.
+	if cfg.Int(keyGPULayers) != 0 {
+		if note := binding.GPUNote(); note != "" {
+			fmt.Fprintln(stderr, "chatglm:", note)
+		}
+	}
 	start := time.Now()
 	e, err := engine.Open(ctx, engine.Options{
 		ModelPath:   path,
