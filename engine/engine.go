@@ -160,6 +160,12 @@ func Open(ctx context.Context, o Options) (*Engine, error) {
 		TypeK:     o.CacheTypeK,
 		TypeV:     o.CacheTypeV,
 		Perf:      o.Perf,
+		// One KV buffer for all slots: with a buffer per slot, llama.cpp
+		// splits a batch into micro-batches of consecutive sequence ids
+		// only, so the next tokens of slots such as 2, 0, 3 ran as separate
+		// graph evaluations and batching gained nothing. Each slot stays
+		// within perSeq tokens (ctxSize below).
+		KVUnified: o.Parallel > 1,
 	})
 	if err != nil {
 		m.Close()
@@ -169,7 +175,7 @@ func Open(ctx context.Context, o Options) (*Engine, error) {
 		model:    m,
 		lctx:     lctx,
 		opts:     o,
-		ctxSize:  lctx.SeqSize(),
+		ctxSize:  min(perSeq, lctx.SeqSize()),
 		wake:     make(chan struct{}, 1),
 		jobs:     make(chan *job),
 		quit:     make(chan struct{}),
@@ -422,7 +428,8 @@ func (s *Slot) Generate(ctx context.Context, req Request, onToken func(Token) er
 // loop is the scheduler: the only goroutine that touches the context.
 func (e *Engine) loop() {
 	defer close(e.loopDone)
-	batch, err := binding.NewBatch(e.opts.BatchSize, 1)
+	// llama.cpp lowers n_batch to n_ctx when the context is smaller.
+	batch, err := binding.NewBatch(min(e.opts.BatchSize, e.lctx.BatchSize()), 1)
 	if err != nil {
 		slog.Error("engine: batch", "err", err)
 		return
