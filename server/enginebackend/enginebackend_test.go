@@ -157,6 +157,17 @@ func TestPromptTooLongOverEngine(t *testing.T) {
 	if code != http.StatusBadRequest || r.Error == nil || r.Error.Code != "context_length_exceeded" || !strings.Contains(r.Error.Message, limit) {
 		t.Fatalf("%d %+v", code, r.Error)
 	}
+	// A context smaller than the batch size: the limit is the asked 64
+	// tokens, and a prompt over it is a 400, not a failed decode.
+	_, small := serveTiny(t, 1, 64, server.Options{})
+	code, r = postJSON(t, small+"/v1/chat/completions", `{"messages":[{"role":"user","content":"`+strings.Repeat("hello world ", 40)+`"}]}`)
+	if code != http.StatusBadRequest || r.Error == nil || r.Error.Code != "context_length_exceeded" || !strings.Contains(r.Error.Message, "maximum context length is 64 tokens") {
+		t.Fatalf("context 64: %d %+v", code, r.Error)
+	}
+	code, r = postJSON(t, small+"/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"max_tokens":8}`)
+	if code != http.StatusOK {
+		t.Fatalf("context 64, short prompt: %d %+v", code, r.Error)
+	}
 }
 
 // TestDisconnectFreesSlot: a streaming client that hangs up stops its
