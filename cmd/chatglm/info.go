@@ -14,7 +14,7 @@ func init() { register(newInfoCmd) }
 // Config keys of the info command.
 const (
 	infoJSON  = "info.json"
-	infoArray = "info.array-items"
+	infoArray = "info.array_items"
 )
 
 // newInfoCmd builds `chatglm info <model.gguf>`.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -70,11 +71,11 @@ func declareModelKeys(cfg *config.Store, cmd *cobra.Command) {
 func declareSamplingKeys(cfg *config.Store, cmd *cobra.Command) {
 	def := chat.DefaultSampling()
 	cfg.Declare(cmd.Flags(),
-		config.Key{Name: keyTemperature, Flag: "temperature", Default: float64(def.Temperature), Usage: "sampling temperature (0 = greedy, deterministic)"},
-		config.Key{Name: keyTopP, Flag: "top-p", Default: float64(def.TopP), Usage: "nucleus sampling: keep the smallest set of tokens with this probability (1 = off)"},
+		config.Key{Name: keyTemperature, Flag: "temperature", Default: decimal(def.Temperature), Usage: "sampling temperature (0 = greedy, deterministic)"},
+		config.Key{Name: keyTopP, Flag: "top-p", Default: decimal(def.TopP), Usage: "nucleus sampling: keep the smallest set of tokens with this probability (1 = off)"},
 		config.Key{Name: keyTopK, Flag: "top-k", Default: def.TopK, Usage: "keep the k most likely tokens (0 = off)"},
-		config.Key{Name: keyMinP, Flag: "min-p", Default: float64(def.MinP), Usage: "drop tokens below min-p x the top probability (0 = off)"},
-		config.Key{Name: keyRepeatPenalty, Flag: "repeat-penalty", Default: float64(def.RepeatPenalty), Usage: "penalty for repeating recent tokens (1 = off)"},
+		config.Key{Name: keyMinP, Flag: "min-p", Default: decimal(def.MinP), Usage: "drop tokens below min-p x the top probability (0 = off)"},
+		config.Key{Name: keyRepeatPenalty, Flag: "repeat-penalty", Default: decimal(def.RepeatPenalty), Usage: "penalty for repeating recent tokens (1 = off)"},
 		config.Key{Name: keySeed, Flag: "seed", Default: -1, Usage: "random seed (-1 = a new one each run)"},
 		config.Key{Name: keyMaxTokens, Flag: "max-tokens", Short: "n", Default: 0, Usage: "most tokens per reply (0 = up to the end of the context)"},
 	)
@@ -293,3 +294,10 @@ func openTokenizerOnly(cfg *config.Store) (tokenizerOnly, string, error) {
 
 // isNotExist reports whether err means a missing file.
 func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }
+
+// decimal widens a float32 default to the float64 with the same short
+// decimal form (0.8, not 0.800000011920929), as flags and docs show it.
+func decimal(f float32) float64 {
+	v, _ := strconv.ParseFloat(strconv.FormatFloat(float64(f), 'g', -1, 32), 64)
+	return v
+}

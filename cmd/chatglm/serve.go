@@ -23,16 +23,16 @@ func init() { register(newServeCmd) }
 // sampling keys are the shared ones of modelflags.go; the sampling keys are
 // the defaults for requests that do not set them.
 const (
-	srvModelName = "server.model-name"
+	srvModelName = "server.model_name"
 	srvHost      = "server.host"
 	srvPort      = "server.port"
 	srvParallel  = "server.parallel"
 	srvQueue     = "server.queue"
-	srvAPIKey    = "server.api-key"
+	srvAPIKey    = "server.api_key"
 	srvTimeout   = "server.timeout"
-	srvGrace     = "server.shutdown-timeout"
-	srvCORS      = "server.cors-origin"
-	srvMaxBody   = "server.max-body"
+	srvGrace     = "server.shutdown_timeout"
+	srvCORS      = "server.cors_origin"
+	srvMaxBody   = "server.max_body"
 )
 
 const serveLong = `Serve the model over an OpenAI-compatible HTTP API:
