@@ -9,10 +9,12 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/chatglm/chatglm/binding"
 	"github.com/chatglm/chatglm/convert"
 	"github.com/chatglm/chatglm/gguf"
 	"github.com/chatglm/chatglm/hub"
 	"github.com/chatglm/chatglm/internal/config"
+	"github.com/chatglm/chatglm/internal/quantize"
 )
 
 func init() { register(newGetCmd) }
@@ -28,7 +30,7 @@ func newGetCmd(cfg *config.Store) *cobra.Command {
 convert it to a GGUF file in the store next to the pulled files, read the GGUF back to
 check it, then print its path and the command to chat with it. Running it again when
 the model is ready only says so.`,
-		Example: "  chatglm get THUDM/chatglm3-6b\n  chatglm get THUDM/chatglm3-6b --type f32",
+		Example: "  chatglm get THUDM/chatglm3-6b\n  chatglm get THUDM/chatglm3-6b --type q4_0",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runGet(cmd.Context(), cfg, args[0], cmd.OutOrStdout(), cmd.ErrOrStderr())
@@ -36,14 +38,18 @@ the model is ready only says so.`,
 	}
 	declarePullKeys(cfg, cmd)
 	cfg.Declare(cmd.Flags(),
-		config.Key{Name: keyGetType, Flag: "type", Default: "f16", Usage: "GGUF weight type: f16, bf16 or f32"})
+		config.Key{Name: keyGetType, Flag: "type", Default: "f16", Usage: "GGUF weight type: f16, bf16, f32, or a quantized type made from the f16 file (q8_0, q6_K, q5_K_M, q4_K_M, q4_0, ...)"})
 	return cmd
 }
 
 func runGet(ctx context.Context, cfg *config.Store, repo string, stdout, stderr io.Writer) error {
 	typ := cfg.String(keyGetType)
+	quantized := false
 	if _, err := convert.ParseType(typ); err != nil {
-		return fmt.Errorf("--type %q: %w", typ, err)
+		if qerr := quantize.CheckType(typ); qerr != nil {
+			return fmt.Errorf("--type %q: want f16, bf16, f32 or one of %v", typ, quantize.Types())
+		}
+		quantized = true
 	}
 	quiet := cfg.Bool(keyQuiet)
 	opts := pullOptions(cfg, repo, stderr)
@@ -74,10 +80,42 @@ func runGet(ctx context.Context, cfg *config.Store, repo string, stdout, stderr 
 		ready(stdout, stderr, quiet, repo, out, "ready")
 		return nil
 	}
+	// Quantized types are made from the f16 conversion, which is kept.
+	convType, convOut := typ, out
+	if quantized {
+		convType = "f16"
+		if convOut, err = st.GGUFPath(repo, res.ID, convType); err != nil {
+			return err
+		}
+	}
+	if _, err := os.Stat(convOut); err != nil || checkGGUF(convOut) != nil {
+		if err := convertSnapshot(ctx, res.Dir, convOut, convType, quiet, repo, stderr); err != nil {
+			return err
+		}
+	}
+	if quantized {
+		if !quiet {
+			fmt.Fprintf(stderr, "quantizing %s to %s...\n", repo, typ)
+		}
+		if err := quantize.File(ctx, convOut, out, typ, quantize.Options{Force: true}); err != nil {
+			return fmt.Errorf("quantizing %s: %w", convOut, err)
+		}
+		if err := checkGGUF(out); err != nil {
+			os.Remove(out)
+			return fmt.Errorf("the quantized model does not load: %w", err)
+		}
+	}
+	ready(stdout, stderr, quiet, repo, out, "converted")
+	return nil
+}
+
+// convertSnapshot converts a pulled snapshot to a GGUF of type typ and
+// checks that it loads.
+func convertSnapshot(ctx context.Context, dir, out, typ string, quiet bool, repo string, stderr io.Writer) error {
 	if !quiet {
 		fmt.Fprintf(stderr, "converting %s to %s GGUF...\n", repo, typ)
 	}
-	copts := convert.Options{Input: res.Dir, Output: out, Type: typ, Force: true}
+	copts := convert.Options{Input: dir, Output: out, Type: typ, Force: true}
 	if !quiet {
 		last := time.Time{}
 		copts.Progress = func(p convert.Progress) {
@@ -94,17 +132,18 @@ func runGet(ctx context.Context, cfg *config.Store, repo string, stdout, stderr 
 	}
 	cres, err := convert.Convert(ctx, copts)
 	if err != nil {
-		return fmt.Errorf("converting %s: %w", res.Dir, err)
+		return fmt.Errorf("converting %s: %w", dir, err)
 	}
 	if err := checkGGUF(cres.Output); err != nil {
 		os.Remove(cres.Output)
 		return fmt.Errorf("the converted model does not load: %w", err)
 	}
-	ready(stdout, stderr, quiet, repo, cres.Output, "converted")
 	return nil
 }
 
-// checkGGUF reads the GGUF header back: a chatglm model with tensors.
+// checkGGUF checks that a model file is a complete chatglm GGUF that
+// llama.cpp accepts: the header and tensor table read back, and llama.cpp
+// loads its metadata and vocabulary.
 func checkGGUF(path string) error {
 	f, err := gguf.Open(path)
 	if err != nil {
@@ -116,7 +155,11 @@ func checkGGUF(path string) error {
 	if len(f.Tensors) == 0 {
 		return fmt.Errorf("%s: no tensors", path)
 	}
-	return nil
+	m, err := binding.LoadModel(context.Background(), path, binding.ModelParams{VocabOnly: true})
+	if err != nil {
+		return err
+	}
+	return m.Close()
 }
 
 func ready(stdout, stderr io.Writer, quiet bool, repo, path, what string) {

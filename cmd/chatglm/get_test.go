@@ -72,6 +72,17 @@ func TestGetListRunRm(t *testing.T) {
 	if srv.TotalBytes() != served {
 		t.Errorf("second get downloaded %d more bytes", srv.TotalBytes()-served)
 	}
+	// A quantized type is made from the f16 file, which stays.
+	stdout, stderr, err = runProgram(t, append([]string{"get", "test/tiny-chatglm3", "--type", "q8_0"}, common...)...)
+	if q := strings.TrimSpace(stdout); err != nil || !strings.HasSuffix(q, "-q8_0.gguf") {
+		t.Fatalf("get --type q8_0: err %v, stdout %q, stderr %q", err, stdout, stderr)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("the f16 file is gone after quantizing: %v", err)
+	}
+	if _, stderr, err := runProgram(t, append([]string{"get", "test/tiny-chatglm3", "--type", "q7_x"}, common...)...); err == nil || !strings.Contains(stderr, "q7_x") {
+		t.Errorf("get --type q7_x: err %v, stderr %q", err, stderr)
+	}
 	stdout, stderr, err = runProgram(t, "run", "-m", "test/tiny-chatglm3", "--models-dir", store, "-p", "你好", "--temperature", "0", "--max-tokens", "4")
 	if err != nil || strings.TrimSpace(stdout) == "" {
 		t.Errorf("run by name: err %v, stdout %q, stderr %q", err, stdout, stderr)
