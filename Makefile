@@ -24,7 +24,7 @@ export CGO_LDFLAGS  := -fopenmp
 # Test binaries that link the binding (cgo, llama.cpp) run without the race
 # detector, which would rebuild llama.cpp under other flags; the rest run with it.
 TEST_DEPS = $(GO) list -test -f '{{.ImportPath}} {{join .Deps " "}}' ./...
-CGO_PKGS  = $(shell $(TEST_DEPS) | awk '/ github.com\/ollama\/ollama\/llama\/llama.cpp\/src( |$$)/ {sub(/\.test$$/, "", $$1); print $$1}' | sort -u)
+CGO_PKGS  = $(shell $(TEST_DEPS) | awk '$$1 !~ /_test$$/ && $$2 !~ /^\[/ && / github.com\/ollama\/ollama\/llama\/llama.cpp\/src( |$$)/ {sub(/\.test$$/, "", $$1); print $$1}' | sort -u)
 PURE_PKGS = $(filter-out $(CGO_PKGS),$(shell $(GO) list ./...))
 
 BIN := bin/chatglm
