@@ -107,7 +107,13 @@ func GPUNote() string {
 	if len(backendFiles) == 0 {
 		return "no GPU backend library (libggml-cuda.so) beside the binary or in " + LibPathEnv + " (build it with `make cuda`): running on the CPU"
 	}
-	return fmt.Sprintf("GPU backend %s found, but no usable GPU (no NVIDIA driver, no device, or a driver too old): running on the CPU", strings.Join(backendFiles, ", "))
+	logState.Lock()
+	reason := gpuFailure
+	logState.Unlock()
+	if reason == "" {
+		reason = "no NVIDIA driver, no device, or a driver too old"
+	}
+	return fmt.Sprintf("GPU backend %s loaded, but no usable GPU (%s): running on the CPU", strings.Join(backendFiles, ", "), reason)
 }
 
 // logState assembles llama.cpp's log fragments into lines.
@@ -149,6 +155,13 @@ func chatglmGoLog(level C.int, text *C.char) {
 	if l > slog.LevelDebug && isBenign(line) {
 		l = slog.LevelDebug
 	}
+	if _, reason, ok := strings.Cut(line, cudaInitFailed); ok {
+		// GPUNote reports this in its one line.
+		logState.Lock()
+		gpuFailure = strings.TrimSpace(reason)
+		logState.Unlock()
+		l = slog.LevelDebug
+	}
 	slog.Log(context.Background(), l, line, "source", "llama.cpp")
 }
 
@@ -159,6 +172,12 @@ var benignWarnings = []string{
 	// stops on itself; llama.cpp adds eos to its end-of-generation set.
 	"special_eos_id is not in special_eog_ids",
 }
+
+// cudaInitFailed starts ggml's log line when a CUDA backend finds no GPU.
+const cudaInitFailed = "failed to initialize CUDA:"
+
+// gpuFailure is the reason the CUDA backend gave for finding no GPU.
+var gpuFailure string
 
 func isBenign(line string) bool {
 	for _, w := range benignWarnings {
