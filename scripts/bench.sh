@@ -7,6 +7,8 @@
 #   - f16, q8_0, q4_0: load time, pp512 and tg tokens/s at 1 and 2 threads
 #     (`chatglm bench`, llama-bench's method), peak RSS, and tg x bytes per
 #     token against the memory bandwidth measured in the same run;
+#   - q4_0 generation at 2 threads with transparent huge pages, mmap and
+#     no mmap (what the load settings cost or gain);
 #   - conversion seconds and peak RSS against cp (scripts/bench-convert.sh);
 #   - multi-turn chat TTFT, turn 10 / turn 1 (internal/benchttft, q4_0);
 #   - download throughput against curl (scripts/bench-download.sh);
@@ -27,7 +29,8 @@
 #   BENCH_TG_Q4_0   tokens generated, q4_0           (128)
 #   BENCH_REPS      repetitions per test             (2; plus one warm-up run)
 #   BENCH_REPS_F16  repetitions of the f16 tests     (1)
-#   BENCH_SKIP      steps to skip, comma-separated: convert,f16,q8_0,q4_0,ttft,download,server
+#   BENCH_SKIP      steps to skip, comma-separated:
+#                   convert,f16,q8_0,q4_0,variants,ttft,download,server
 #   BENCH_OUT       output folder                    (bench-results/<date>)
 # The tg length is in the table (tg16, tg32, tg128); tokens/s of a short
 # generation is slightly higher than tg128's (shorter KV to attend over),
@@ -109,6 +112,20 @@ for typ in f16 q8_0 q4_0; do
 		"$BIN" bench -m "$model" -p "$PP" -n "$(tg_for "$typ")" -t "$THREADS" -r "$reps" --mem-bw --json \
 		>"$RAW/bench-$typ.json"
 done
+
+# What the load settings do to q4_0 generation at 2 threads (the target
+# figure): mmap (llama-bench's default) against reading the file into memory,
+# both with transparent huge pages for the weights llama.cpp allocates (glibc
+# malloc tunable; ggml's repacked q4_0 weights are malloc'd, so only they get
+# huge pages when mapped).
+if ! skip variants; then
+	for mm in 1 0; do
+		log "q4_0 tg$(tg_for q4_0) at 2 threads with transparent huge pages, mmap $mm"
+		GLIBC_TUNABLES=glibc.malloc.hugetlb=1 /usr/bin/time -v -o "$RAW/bench-q4_0-thp-mmap$mm.time" \
+			"$BIN" bench -m "$BENCH_DIR/chatglm3-6b-q4_0.gguf" -p 0 -n "$(tg_for q4_0)" -t 2 -r "$REPS" --mmap "$mm" --mem-bw --json \
+			>"$RAW/bench-q4_0-thp-mmap$mm.json"
+	done
+fi
 
 # Multi-turn TTFT through the chat package and the engine (q4_0, 2 threads).
 if ! skip ttft; then

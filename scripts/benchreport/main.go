@@ -39,6 +39,7 @@ type benchRecord struct {
 	BytesPerToken uint64  `json:"bytes_per_token"`
 	MemBWGBs      float64 `json:"mem_bw_gbs"`
 	BWFraction    float64 `json:"bw_fraction"`
+	UseMmap       bool    `json:"use_mmap"`
 }
 
 // ModelRow is one model at one thread count.
@@ -71,12 +72,27 @@ type Pair struct {
 	Note     string  `json:"note,omitempty"`
 }
 
+// Variant is one q4_0 generation run under other load settings.
+type Variant struct {
+	Settings   string  `json:"settings"`
+	Threads    int     `json:"threads"`
+	NGen       int     `json:"n_gen"`
+	TGTS       float64 `json:"tg_ts"`
+	TGStddev   float64 `json:"tg_stddev_ts"`
+	TGGBs      float64 `json:"tg_gbs"`
+	MemBWGBs   float64 `json:"mem_bw_gbs"`
+	BWFraction float64 `json:"bw_fraction"`
+	LoadS      float64 `json:"load_s"`
+	PeakRSS    uint64  `json:"peak_rss_bytes"`
+}
+
 // Report is the JSON written to bench.json.
 type Report struct {
-	Info    map[string]string `json:"info"`
-	MemBW   map[int]float64   `json:"mem_bw_gbs"`
-	Models  []ModelRow        `json:"models"`
-	Figures []Pair            `json:"figures"`
+	Info     map[string]string `json:"info"`
+	MemBW    map[int]float64   `json:"mem_bw_gbs"`
+	Models   []ModelRow        `json:"models"`
+	Variants []Variant         `json:"q4_0_variants,omitempty"`
+	Figures  []Pair            `json:"figures"`
 }
 
 func main() {
@@ -124,6 +140,11 @@ func build(raw string) (*Report, error) {
 			}
 		}
 		rep.Models = append(rep.Models, rows...)
+	}
+	if v, err := variants(raw); err != nil {
+		return nil, err
+	} else {
+		rep.Variants = v
 	}
 	if p, ok := convertPair(raw); ok {
 		rep.Figures = append(rep.Figures, p...)
@@ -176,6 +197,40 @@ func modelRows(raw, typ string) ([]ModelRow, error) {
 	var out []ModelRow
 	for _, t := range order {
 		out = append(out, *byThreads[t])
+	}
+	return out, nil
+}
+
+// variants reads the q4_0 runs under other load settings, one process
+// each (bench-q4_0-thp-mmap{1,0}.json and .time).
+func variants(raw string) ([]Variant, error) {
+	var out []Variant
+	for _, mm := range []string{"1", "0"} {
+		name := "bench-q4_0-thp-mmap" + mm
+		b, err := os.ReadFile(filepath.Join(raw, name+".json"))
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		var recs []benchRecord
+		if err := json.Unmarshal(b, &recs); err != nil {
+			return nil, fmt.Errorf("%s.json: %w", name, err)
+		}
+		rss := timeRSS(filepath.Join(raw, name+".time"))
+		for _, r := range recs {
+			if r.NGen == 0 || r.NPrompt != 0 {
+				continue
+			}
+			set := "mmap, THP for malloc'd (repacked) weights"
+			if !r.UseMmap {
+				set = "no mmap (read into memory), THP"
+			}
+			out = append(out, Variant{Settings: set, Threads: r.NThreads, NGen: r.NGen, TGTS: r.AvgTS, TGStddev: r.StddevTS,
+				TGGBs: r.AvgTS * float64(r.BytesPerToken) / 1e9, MemBWGBs: r.MemBWGBs, BWFraction: r.BWFraction,
+				LoadS: float64(r.LoadNS) / 1e9, PeakRSS: max(rss, r.PeakRSSBytes)})
+		}
 	}
 	return out, nil
 }
@@ -358,6 +413,15 @@ func markdown(r *Report) string {
 		}
 		b.WriteString("\ntg GB/s = tg t/s x bytes read per token (every weight but the embedding table);" +
 			" bound = memory bandwidth measured with the same threads in the same run.\n")
+	}
+	if len(r.Variants) > 0 {
+		b.WriteString("\n## q4_0 generation under other load settings (GLIBC_TUNABLES=glibc.malloc.hugetlb=1)\n\n")
+		b.WriteString("| settings | threads | tg t/s | tg GB/s | bound GB/s | tg / bound | load s | peak RSS |\n")
+		b.WriteString("| -------- | ------: | -----: | ------: | ---------: | ---------: | -----: | -------: |\n")
+		for _, v := range r.Variants {
+			fmt.Fprintf(&b, "| %s | %d | tg%d %.2f ± %.2f | %.1f | %.1f | %.0f%% | %.1f | %s |\n",
+				v.Settings, v.Threads, v.NGen, v.TGTS, v.TGStddev, v.TGGBs, v.MemBWGBs, 100*v.BWFraction, v.LoadS, gib(v.PeakRSS))
+		}
 	}
 	if len(r.Figures) > 0 {
 		b.WriteString("\n## Figures against their baselines (same run)\n\n")
