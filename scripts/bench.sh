@@ -7,8 +7,9 @@
 #   - f16, q8_0, q4_0: load time, pp512 and tg tokens/s at 1 and 2 threads
 #     (`chatglm bench`, llama-bench's method), peak RSS, and tg x bytes per
 #     token against the memory bandwidth measured in the same run;
-#   - q4_0 generation at 2 threads with transparent huge pages, mmap and
-#     no mmap (what the load settings cost or gain);
+#   - generation at 2 threads under other load settings: q4_0 with
+#     transparent huge pages, mmap and no mmap; q8_0 without mmap (what the
+#     load settings cost or gain);
 #   - conversion seconds and peak RSS against cp (scripts/bench-convert.sh);
 #   - multi-turn chat TTFT, turn 10 / turn 1 (internal/benchttft, q4_0);
 #   - download throughput against curl (scripts/bench-download.sh);
@@ -65,15 +66,20 @@ tg_for() {
 eval "$(make -s env)"
 mkdir -p "$RAW" "$BENCH_DIR"
 
-{
-	echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-	echo "commit: $(git describe --always --dirty 2>/dev/null || echo unknown)"
-	echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores"
-	echo "memory: $(free -g | awk '/^Mem:/ {print $2}') GiB"
-	echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-	echo "llama.cpp: $("$BIN" version | sed -n 's/^llama.cpp //p')"
-	echo "ggml CPU features: $("$BIN" version | sed -n 's/^system: //p' | head -c 300)"
-} >"$RAW/info.txt"
+if [ -f "$RAW/info.txt" ]; then
+	# BENCH_OUT names an earlier run: note the partial re-run, keep the rest.
+	echo "re-run $(date -u +%Y-%m-%dT%H:%M:%SZ): skipped ${BENCH_SKIP:-nothing}, load average $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RAW/info.txt"
+else
+	{
+		echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+		echo "commit: $(git describe --always --dirty 2>/dev/null || echo unknown)"
+		echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores"
+		echo "memory: $(free -g | awk '/^Mem:/ {print $2}') GiB"
+		echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+		echo "llama.cpp: $("$BIN" version | sed -n 's/^llama.cpp //p')"
+		echo "ggml CPU features: $("$BIN" version | sed -n 's/^system: CPU : \(.*REPACK = 1\).*/\1/p')"
+	} >"$RAW/info.txt"
+fi
 log "results in $OUT; cache in $BENCH_DIR (load average $(cut -d' ' -f1 /proc/loadavg))"
 
 # The synthetic checkpoint (12.5 GB, made once).
@@ -125,6 +131,12 @@ if ! skip variants; then
 			"$BIN" bench -m "$BENCH_DIR/chatglm3-6b-q4_0.gguf" -p 0 -n "$(tg_for q4_0)" -t 2 -r "$REPS" --mmap "$mm" --mem-bw --json \
 			>"$RAW/bench-q4_0-thp-mmap$mm.json"
 	done
+	# q8_0 has no repacked layout: with mmap its weights are read from the
+	# page cache, without it from the process's own memory.
+	log "q8_0 tg$(tg_for q8_0) at 2 threads, mmap 0"
+	/usr/bin/time -v -o "$RAW/bench-q8_0-mmap0.time" \
+		"$BIN" bench -m "$BENCH_DIR/chatglm3-6b-q8_0.gguf" -p 0 -n "$(tg_for q8_0)" -t 2 -r "$REPS" --mmap 0 --mem-bw --json \
+		>"$RAW/bench-q8_0-mmap0.json"
 fi
 
 # Multi-turn TTFT through the chat package and the engine (q4_0, 2 threads).

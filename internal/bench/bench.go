@@ -289,7 +289,7 @@ func Run(ctx context.Context, p Params, emit func(Record) error) ([]Record, erro
 			gbs, ok := bw[in.threads]
 			if !ok {
 				progress("measuring memory bandwidth with %d threads", in.threads)
-				res, err := membw.Measure(in.threads, p.MemBWBytes, 5)
+				res, err := membw.Measure(in.threads, p.MemBWBytes, 10)
 				if err != nil {
 					return recs, fmt.Errorf("bench: %w", err)
 				}
