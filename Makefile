@@ -25,7 +25,9 @@ export CGO_LDFLAGS  := -fopenmp
 # detector, which would rebuild llama.cpp under other flags; the rest run with it.
 TEST_DEPS = $(GO) list -test -f '{{.ImportPath}} {{join .Deps " "}}' ./...
 CGO_PKGS  = $(shell $(TEST_DEPS) | awk '$$1 !~ /_test$$/ && $$2 !~ /^\[/ && / github.com\/ollama\/ollama\/llama\/llama.cpp\/src( |$$)/ {sub(/\.test$$/, "", $$1); print $$1}' | sort -u)
-PURE_PKGS = $(filter-out $(CGO_PKGS),$(shell $(GO) list ./...))
+# `./...` skips folders named testdata, so the test-data helpers are named.
+TESTDATA_PKGS = ./internal/testdata ./internal/testdata/fetch
+PURE_PKGS = $(filter-out $(CGO_PKGS),$(shell $(GO) list ./...)) $(TESTDATA_PKGS)
 
 BIN := bin/chatglm
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
@@ -43,7 +45,7 @@ mod:
 	@test -n "$(LLAMA_DIR)" || $(GO) mod download $(LLAMA_MODULE)
 
 vet: mod
-	$(GO) vet ./...
+	$(GO) vet ./... $(TESTDATA_PKGS)
 
 test: vet testdata
 	$(GO) test -race -count=1 $(PURE_PKGS)
