@@ -18,21 +18,10 @@ func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, ri, err)
 		return
 	}
-	ri.model, ri.stream = req.Model, req.Stream
-	st, err := s.ready()
-	if err == nil {
-		err = s.checkModel(req.Model)
-	}
-	if err != nil {
-		s.fail(w, ri, err)
+	st, spec, ok := s.prepare(w, ri, req.Model, req.Stream, func(st *ready) (*genSpec, error) { return s.completionSpec(st, &req) })
+	if !ok {
 		return
 	}
-	spec, err := s.completionSpec(st, &req)
-	if err != nil {
-		s.fail(w, ri, err)
-		return
-	}
-	ri.promptTokens = len(spec.prompt)
 	ctx, cancel := s.requestContext(r)
 	defer cancel()
 	id := newID("cmpl-")

@@ -332,3 +332,24 @@ func (o *rawOutput) add(t chat.Token) string {
 }
 
 func (o *rawOutput) finish(bool) (string, *chat.ToolCall) { return o.asm.Flush(), nil }
+
+// prepare does what every generation request starts with: it checks that
+// the model is loaded and is the one named, builds the request's spec with
+// build, and records the prompt size. On failure it has answered the
+// client and returns ok == false.
+func (s *Server) prepare(w http.ResponseWriter, ri *reqInfo, model string, stream bool, build func(*ready) (*genSpec, error)) (st *ready, spec *genSpec, ok bool) {
+	ri.model, ri.stream = model, stream
+	st, err := s.ready()
+	if err == nil {
+		err = s.checkModel(model)
+	}
+	if err == nil {
+		spec, err = build(st)
+	}
+	if err != nil {
+		s.fail(w, ri, err)
+		return nil, nil, false
+	}
+	ri.promptTokens = len(spec.prompt)
+	return st, spec, true
+}
