@@ -459,7 +459,7 @@ func (u *unpickler) run() (any, error) {
 			if err != nil {
 				return nil, err
 			}
-		case 'R': // REDUCE
+		case 'R', 0x81: // REDUCE fn(*args), NEWOBJ cls(*args): the same allow-listed rebuild
 			args, err := u.pop()
 			if err != nil {
 				return nil, err
@@ -469,23 +469,6 @@ func (u *unpickler) run() (any, error) {
 				return nil, err
 			}
 			v, err := reduce(fn, args)
-			if err != nil {
-				return nil, err
-			}
-			err = u.push(v)
-			if err != nil {
-				return nil, err
-			}
-		case 0x81: // NEWOBJ
-			args, err := u.pop()
-			if err != nil {
-				return nil, err
-			}
-			cls, err := u.pop()
-			if err != nil {
-				return nil, err
-			}
-			v, err := reduce(cls, args)
 			if err != nil {
 				return nil, err
 			}
