@@ -10,7 +10,8 @@
 
 GO            ?= go
 LLAMA_MODULE  := github.com/ollama/ollama
-LLAMA_DIR     := $(shell $(GO) list -m -f '{{.Dir}}' $(LLAMA_MODULE) 2>/dev/null)
+# Downloads the module first on a machine that has never fetched it.
+LLAMA_DIR     := $(shell $(GO) mod download $(LLAMA_MODULE) >/dev/null 2>&1; $(GO) list -m -f '{{.Dir}}' $(LLAMA_MODULE) 2>/dev/null)
 # CPU target for the C/C++ parts; set e.g. CPU_ARCH=x86-64-v3 for a portable build.
 CPU_ARCH      ?= native
 OPT_FLAGS     := -O3 -DNDEBUG -march=$(CPU_ARCH) -fopenmp -DGGML_USE_OPENMP -DGGML_USE_CPU_REPACK
@@ -42,7 +43,7 @@ build: mod
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/chatglm
 
 mod:
-	@test -n "$(LLAMA_DIR)" || $(GO) mod download $(LLAMA_MODULE)
+	@test -n "$(LLAMA_DIR)" || { echo "cannot find or download $(LLAMA_MODULE)" >&2; exit 1; }
 
 vet: mod
 	$(GO) vet ./... $(TESTDATA_PKGS)
