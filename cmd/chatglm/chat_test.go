@@ -343,6 +343,10 @@ func TestRunJSONGreedyIsDeterministic(t *testing.T) {
 	if a["reply"] != b["reply"] || a["finish_reason"] != "length" {
 		t.Fatalf("greedy replies differ or bad finish: %v / %v", a, b)
 	}
+	// Weights read into memory instead of mapped give the same reply.
+	if c := runJSON(t, "", append(args, "--no-mmap")...); c["reply"] != a["reply"] {
+		t.Fatalf("--no-mmap reply %q, mmap reply %q", c["reply"], a["reply"])
+	}
 	usage := a["usage"].(map[string]any)
 	if usage["completion_tokens"].(float64) != 12 || usage["evaluated_tokens"] != usage["prompt_tokens"] {
 		t.Fatalf("usage %v", usage)

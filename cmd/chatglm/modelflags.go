@@ -37,6 +37,7 @@ const (
 	keyFlashAttn  = "flash_attn"
 	keyCacheTypeK = "cache.type_k"
 	keyCacheTypeV = "cache.type_v"
+	keyNoMmap     = "no_mmap"
 
 	keyTemperature   = "sampling.temperature"
 	keyTopP          = "sampling.top_p"
@@ -61,6 +62,8 @@ func declareModelKeys(cfg *config.Store, cmd *cobra.Command) {
 		config.Key{Name: keyFlashAttn, Flag: "flash-attn", Default: "auto", Usage: "flash attention: on, off or auto"},
 		config.Key{Name: keyCacheTypeK, Flag: "cache-type-k", Default: "f16", Usage: "KV cache type of K: f16, q8_0, q4_0, ..."},
 		config.Key{Name: keyCacheTypeV, Flag: "cache-type-v", Default: "f16", Usage: "KV cache type of V (quantized V needs flash attention)"},
+		config.Key{Name: keyNoMmap, Flag: "no-mmap", Default: false,
+			Usage: "read the weights into memory instead of mapping the file (slower start; q4_0 on the CPU then needs ~3 GiB less RAM)"},
 	)
 	declareStoreKey(cfg, cmd)
 }
@@ -241,6 +244,7 @@ func openModel(ctx context.Context, cfg *config.Store, parallel int, stderr io.W
 		FlashAttn:   fa,
 		CacheTypeK:  cfg.String(keyCacheTypeK),
 		CacheTypeV:  cfg.String(keyCacheTypeV),
+		NoMmap:      cfg.Bool(keyNoMmap),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", path, err)

@@ -93,7 +93,7 @@ func runPerplexity(cmd *cobra.Command, cfg *config.Store) error {
 		return fmt.Errorf("perplexity: --ctx-size and --batch-size must not be negative")
 	}
 
-	m, err := binding.LoadModel(ctx, modelPath, binding.ModelParams{GPULayers: cfg.Int(keyGPULayers)})
+	m, err := binding.LoadModel(ctx, modelPath, binding.ModelParams{GPULayers: cfg.Int(keyGPULayers), NoMmap: cfg.Bool(keyNoMmap)})
 	if err != nil {
 		return fmt.Errorf("perplexity: %w", err)
 	}
