@@ -377,10 +377,19 @@ func (u *unpickler) run() (any, error) {
 				}
 			}
 			err = u.push(items)
-		case 'a': // APPEND
-			v, err := u.pop()
-			if err != nil {
-				return nil, err
+		case 'a', 'e': // APPEND one value, APPENDS the values above the mark
+			name, items := "APPEND", []any(nil)
+			if op == 'a' {
+				v, err := u.pop()
+				if err != nil {
+					return nil, err
+				}
+				items = []any{v}
+			} else {
+				name = "APPENDS"
+				if items, err = u.popMark(); err != nil {
+					return nil, err
+				}
 			}
 			t, err := u.top()
 			if err != nil {
@@ -388,50 +397,29 @@ func (u *unpickler) run() (any, error) {
 			}
 			l, ok := t.(*PickleList)
 			if !ok {
-				return nil, fmt.Errorf("APPEND to %T", t)
-			}
-			l.Items = append(l.Items, v)
-		case 'e': // APPENDS
-			items, err := u.popMark()
-			if err != nil {
-				return nil, err
-			}
-			t, err := u.top()
-			if err != nil {
-				return nil, err
-			}
-			l, ok := t.(*PickleList)
-			if !ok {
-				return nil, fmt.Errorf("APPENDS to %T", t)
+				return nil, fmt.Errorf("%s to %T", name, t)
 			}
 			l.Items = append(l.Items, items...)
-		case 's': // SETITEM
-			v, err := u.pop()
-			if err != nil {
-				return nil, err
-			}
-			k, err := u.pop()
-			if err != nil {
-				return nil, err
-			}
-			t, err := u.top()
-			if err != nil {
-				return nil, err
-			}
-			d, ok := t.(*PickleDict)
-			if !ok {
-				return nil, fmt.Errorf("SETITEM on %T", t)
-			}
-			if err := d.set(k, v); err != nil {
-				return nil, err
-			}
-		case 'u': // SETITEMS
-			items, err := u.popMark()
-			if err != nil {
-				return nil, err
-			}
-			if len(items)%2 != 0 {
-				return nil, errors.New("SETITEMS with an odd number of items")
+		case 's', 'u': // SETITEM one key and value, SETITEMS the pairs above the mark
+			name, items := "SETITEM", []any(nil)
+			if op == 's' {
+				v, err := u.pop()
+				if err != nil {
+					return nil, err
+				}
+				k, err := u.pop()
+				if err != nil {
+					return nil, err
+				}
+				items = []any{k, v}
+			} else {
+				name = "SETITEMS"
+				if items, err = u.popMark(); err != nil {
+					return nil, err
+				}
+				if len(items)%2 != 0 {
+					return nil, errors.New("SETITEMS with an odd number of items")
+				}
 			}
 			t, err := u.top()
 			if err != nil {
@@ -439,7 +427,7 @@ func (u *unpickler) run() (any, error) {
 			}
 			d, ok := t.(*PickleDict)
 			if !ok {
-				return nil, fmt.Errorf("SETITEMS on %T", t)
+				return nil, fmt.Errorf("%s on %T", name, t)
 			}
 			for i := 0; i < len(items); i += 2 {
 				if err := d.set(items[i], items[i+1]); err != nil {
