@@ -4,63 +4,26 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
 
 	"github.com/chatglm/chatglm/chat"
-	"github.com/chatglm/chatglm/convert"
 	"github.com/chatglm/chatglm/engine"
-	"github.com/chatglm/chatglm/internal/testdata"
+	"github.com/chatglm/chatglm/internal/testgguf"
 	"github.com/chatglm/chatglm/internal/testmodel"
 )
 
-var (
-	tinyOnce sync.Once
-	tinyPath string
-	tinyErr  error
-	tinyDir  string
-)
+func TestMain(m *testing.M) { testgguf.Main(m) }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if tinyDir != "" {
-		os.RemoveAll(tinyDir)
-	}
-	os.Exit(code)
-}
-
-// tinyGGUF converts a tiny random ChatGLM3 checkpoint (real tokenizer) to
-// GGUF once per test binary.
+// tinyGGUF is a tiny random ChatGLM3 (the real tokenizer, a 1024-token
+// context) converted to GGUF, made once per test binary.
 func tinyGGUF(t testing.TB) string {
-	t.Helper()
-	tokDir := testdata.ChatGLM3(t)
-	tinyOnce.Do(func() {
-		tinyDir, tinyErr = os.MkdirTemp("", "chat-backend-")
-		if tinyErr != nil {
-			return
-		}
-		ckpt := filepath.Join(tinyDir, "ckpt")
-		if tinyErr = os.Mkdir(ckpt, 0o755); tinyErr != nil {
-			return
-		}
-		spec := testmodel.Tiny
-		spec.SeqLength = 1024
-		if tinyErr = testmodel.WriteDir(ckpt, spec, tokDir); tinyErr != nil {
-			return
-		}
-		out := filepath.Join(tinyDir, "tiny-f16.gguf")
-		_, tinyErr = convert.Convert(context.Background(), convert.Options{Input: ckpt, Output: out, Threads: 2})
-		tinyPath = out
-	})
-	if tinyErr != nil {
-		t.Fatalf("tiny model: %v", tinyErr)
-	}
-	return tinyPath
+	spec := testmodel.Tiny
+	spec.SeqLength = 1024
+	return testgguf.Make(t, spec, "f16")
 }
 
 func openEngine(t *testing.T, parallel int) (*engine.Engine, Model) {

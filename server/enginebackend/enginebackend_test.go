@@ -9,61 +9,25 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/chatglm/chatglm/chat"
-	"github.com/chatglm/chatglm/convert"
 	"github.com/chatglm/chatglm/engine"
-	"github.com/chatglm/chatglm/internal/testdata"
+	"github.com/chatglm/chatglm/internal/testgguf"
 	"github.com/chatglm/chatglm/internal/testmodel"
 	"github.com/chatglm/chatglm/server"
 )
 
-var (
-	tinyOnce sync.Once
-	tinyPath string
-	tinyErr  error
-	tinyDir  string
-)
+func TestMain(m *testing.M) { testgguf.Main(m) }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if tinyDir != "" {
-		os.RemoveAll(tinyDir)
-	}
-	os.Exit(code)
-}
-
-// tinyGGUF converts a tiny random ChatGLM3 checkpoint (the real tokenizer,
-// a 4096-token context) to GGUF once per test binary.
+// tinyGGUF is a tiny random ChatGLM3 (the real tokenizer, a 4096-token
+// context) converted to GGUF, made once per test binary.
 func tinyGGUF(t *testing.T) string {
-	t.Helper()
-	tokDir := testdata.ChatGLM3(t)
-	tinyOnce.Do(func() {
-		if tinyDir, tinyErr = os.MkdirTemp("", "chatglm-server-"); tinyErr != nil {
-			return
-		}
-		ckpt := filepath.Join(tinyDir, "ckpt")
-		if tinyErr = os.Mkdir(ckpt, 0o755); tinyErr != nil {
-			return
-		}
-		spec := testmodel.Tiny
-		spec.SeqLength = 4096
-		if tinyErr = testmodel.WriteDir(ckpt, spec, tokDir); tinyErr != nil {
-			return
-		}
-		tinyPath = filepath.Join(tinyDir, "tiny-f16.gguf")
-		_, tinyErr = convert.Convert(context.Background(), convert.Options{Input: ckpt, Output: tinyPath, Threads: 2})
-	})
-	if tinyErr != nil {
-		t.Fatalf("tiny model: %v", tinyErr)
-	}
-	return tinyPath
+	spec := testmodel.Tiny
+	spec.SeqLength = 4096
+	return testgguf.Make(t, spec, "f16")
 }
 
 // serveTiny serves the tiny model with parallel sequences of ctxSize tokens.
