@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # make cuda: builds libggml-cuda.so from the pinned ggml sources into OUT.
 # Usage: build.sh <ollama module dir> <CUDA architectures> <out dir>
+# GGML_SRC, when set, names the ggml source folder instead of the module's
+# (for a machine without Go: scripts/gpu-check.sh).
 set -euo pipefail
 module=$1 archs=${2:-native} out=${3:-bin}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -14,7 +16,7 @@ if ! command -v cmake >/dev/null; then
 fi
 build=${CUDA_BUILD_DIR:-build/cuda}
 cmake -S "$here" -B "$build" -DCMAKE_BUILD_TYPE=Release \
-	-DGGML_SRC="$module/ml/backend/ggml/ggml" \
+	-DGGML_SRC="${GGML_SRC:-$module/ml/backend/ggml/ggml}" \
 	-DCMAKE_CUDA_ARCHITECTURES="$archs"
 cmake --build "$build" -j "$(nproc)"
 mkdir -p "$out"
