@@ -98,9 +98,10 @@ type fileJob struct {
 	mu      sync.Mutex
 	st      partState
 	fh      *os.File
-	next    int // next chunk to hand out
-	first   int // first chunk not complete (for the hash prefix)
-	epoch   int // bumped when the partial file is reset
+	claimed []bool // chunks a stream has taken in this fetchAll pass
+	streams int    // streams fetching now
+	first   int    // first chunk not complete (for the hash prefix)
+	epoch   int    // bumped when the partial file is reset
 	kick    chan struct{}
 	started bool
 
@@ -110,6 +111,8 @@ type fileJob struct {
 	h      hash.Hash
 	hashed int64 // bytes fed to h
 	hepoch int   // the epoch h belongs to
+
+	fetchedHere atomic.Int64 // bytes this job received (the split decision)
 
 	locMu  sync.Mutex
 	loc    *Location
@@ -157,8 +160,17 @@ func (j *fileJob) load() int64 {
 			return 0
 		}
 	}
-	if fi, err := os.Stat(j.part); err != nil || fi.Size() != j.f.Size {
+	// The partial file grows as chunks are written (it is not sized up
+	// front): it must hold every byte the state counts, and no more than
+	// the file has.
+	fi, err := os.Stat(j.part)
+	if err != nil || fi.Size() > j.f.Size {
 		return 0
+	}
+	for i, d := range st.Done {
+		if off, _ := st.chunk(i); d > 0 && off+d > fi.Size() {
+			return 0
+		}
 	}
 	j.st = st
 	slog.Debug("resuming", "file", j.f.Path, "have", st.have(), "size", st.Size)
@@ -178,8 +190,9 @@ func (j *fileJob) saveState() error {
 	return writeFileAtomic(j.state, b)
 }
 
-// open opens the partial file, creating it (sparse, full size) when the
-// state is fresh.
+// open opens the partial file, creating it when the state is fresh. It is
+// not sized up front: appending to a file is cheaper for the kernel than
+// filling the holes of a sparse one, and most bytes arrive in order.
 func (j *fileJob) open() error {
 	if err := os.MkdirAll(filepath.Dir(j.part), 0o755); err != nil {
 		return err
@@ -192,12 +205,8 @@ func (j *fileJob) open() error {
 	if err != nil {
 		return fmt.Errorf("opening partial file for %s: %w", j.f.Path, err)
 	}
-	if err := fh.Truncate(j.f.Size); err != nil {
-		fh.Close()
-		return fmt.Errorf("sizing partial file for %s: %w", j.f.Path, err)
-	}
 	j.fh = fh
-	j.next, j.first = 0, 0
+	j.first = 0
 	j.hmu.Lock()
 	j.h, j.hashed, j.hepoch = j.newHash(), 0, j.epoch
 	j.hmu.Unlock()
@@ -223,14 +232,12 @@ func (j *fileJob) reset(noRange bool) error {
 		j.st.Done = make([]int64, min(1, len(j.st.Done)))
 		j.st.NoRange = true
 	}
-	j.next, j.first = 0, 0
+	j.claimed = make([]bool, len(j.st.Done))
+	j.first = 0
 	j.epoch++
 	j.d.progress.Add(-lost)
 	if j.fh != nil {
 		if err := j.fh.Truncate(0); err != nil {
-			return fmt.Errorf("resetting partial file for %s: %w", j.f.Path, err)
-		}
-		if err := j.fh.Truncate(j.f.Size); err != nil {
 			return fmt.Errorf("resetting partial file for %s: %w", j.f.Path, err)
 		}
 	}
@@ -366,34 +373,45 @@ func (j *fileJob) download(ctx context.Context) (string, error) {
 	return r.sum, r.err
 }
 
-// fetchAll runs chunk workers until every chunk is complete.
+// fetchAll fetches every chunk that misses bytes. Each file starts with one
+// stream that takes chunks in order from the front: its bytes extend the
+// hashed prefix, so they are hashed as they arrive and never read back.
+// While a connection is free and the file's streams each receive less than
+// SplitBelow bytes/s (a slow link, a per-connection cap at the CDN), more
+// streams join; they take chunks from the back, and the hasher reads their
+// bytes back from the page cache when the prefix reaches them. On a fast
+// link one stream per file is already as fast as the bytes can be written
+// and hashed, and extra streams would only add that read-back.
 func (j *fileJob) fetchAll(ctx context.Context) error {
 	j.mu.Lock()
-	n := len(j.st.Done)
-	j.next = 0
+	j.claimed = make([]bool, len(j.st.Done))
 	j.mu.Unlock()
 	g, gctx := errgroup.WithContext(ctx)
-	for w := 0; w < min(n, j.d.opts.Connections); w++ {
-		g.Go(func() error {
-			for {
-				select {
-				case j.d.sem <- struct{}{}:
-				case <-gctx.Done():
-					return gctx.Err()
-				}
-				i := j.take()
-				if i < 0 {
-					<-j.d.sem
-					return nil
-				}
-				err := j.fetchChunk(gctx, i)
-				<-j.d.sem
-				if err != nil {
-					return err
-				}
+	stream := func(front bool) error {
+		for {
+			select {
+			case j.d.sem <- struct{}{}:
+			case <-gctx.Done():
+				return gctx.Err()
 			}
-		})
+			i := j.take(front)
+			if i < 0 {
+				<-j.d.sem
+				return nil
+			}
+			err := j.fetchChunk(gctx, i)
+			j.mu.Lock()
+			j.streams--
+			j.mu.Unlock()
+			<-j.d.sem
+			if err != nil {
+				return err
+			}
+		}
 	}
+	headDone := make(chan struct{})
+	g.Go(func() error { defer close(headDone); return stream(true) })
+	g.Go(func() error { return j.split(gctx, headDone, g, stream) })
 	err := g.Wait()
 	if err != nil && ctx.Err() != nil {
 		return ctx.Err()
@@ -401,20 +419,76 @@ func (j *fileJob) fetchAll(ctx context.Context) error {
 	return err
 }
 
-// take hands out the next chunk that still misses bytes, or -1.
-func (j *fileJob) take() int {
+// split adds back streams to the file while that pays (see fetchAll): every
+// SplitEvery it compares the bytes each stream received with SplitBelow and
+// starts one more stream when a connection is free. It returns once the
+// front stream has ended (every chunk is taken then).
+func (j *fileJob) split(ctx context.Context, headDone <-chan struct{}, g *errgroup.Group, stream func(front bool) error) error {
+	t := time.NewTicker(j.d.opts.SplitEvery)
+	defer t.Stop()
+	var last int64 // fetchedHere at lastT
+	lastT := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-headDone:
+			return nil
+		case now := <-t.C:
+			got := j.fetchedHere.Load()
+			j.mu.Lock()
+			open, streams := j.unclaimed(), j.streams
+			j.mu.Unlock()
+			if open == 0 {
+				return nil
+			}
+			if got == 0 || last == 0 {
+				// The window starts with the first byte, not with the
+				// request: connecting and redirects are no measure of the link.
+				last, lastT = got, now
+				continue
+			}
+			perStream := float64(got-last) / now.Sub(lastT).Seconds() / float64(max(streams, 1))
+			last, lastT = got, now
+			if perStream >= float64(j.d.opts.SplitBelow) || len(j.d.sem) >= cap(j.d.sem) || open < 2 {
+				continue
+			}
+			g.Go(func() error { return stream(false) })
+		}
+	}
+}
+
+// unclaimed counts the chunks no stream has taken that still miss bytes.
+func (j *fileJob) unclaimed() (n int) {
+	for i, c := range j.claimed {
+		if _, size := j.st.chunk(i); !c && j.st.Done[i] < size {
+			n++
+		}
+	}
+	return n
+}
+
+// take hands out the first (front) or last chunk that still misses bytes
+// and that no stream has taken, or -1.
+func (j *fileJob) take(front bool) int {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	for j.next < len(j.st.Done) {
-		i := j.next
-		j.next++
-		if _, n := j.st.chunk(i); j.st.Done[i] < n {
-			if !j.started {
-				j.started = true
-				j.d.progress.FileStarted(j.f.Path, j.f.Size)
-			}
-			return i
+	n := len(j.st.Done)
+	for k := 0; k < n; k++ {
+		i := k
+		if !front {
+			i = n - 1 - k
 		}
+		if _, size := j.st.chunk(i); j.claimed[i] || j.st.Done[i] >= size {
+			continue
+		}
+		j.claimed[i] = true
+		j.streams++
+		if !j.started {
+			j.started = true
+			j.d.progress.FileStarted(j.f.Path, j.f.Size)
+		}
+		return i
 	}
 	return -1
 }
@@ -574,6 +648,7 @@ func (j *fileJob) get(ctx context.Context, u string, i int) (int64, error) {
 		pos += int64(fill)
 		wrote += int64(fill)
 		j.d.fetched.Add(int64(fill))
+		j.fetchedHere.Add(int64(fill))
 		j.d.progress.Add(int64(fill))
 		j.poke()
 		fill = 0
@@ -610,7 +685,7 @@ func (j *fileJob) get(ctx context.Context, u string, i int) (int64, error) {
 	return wrote, nil
 }
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
 // poke wakes the hasher.
 func (j *fileJob) poke() {

@@ -32,6 +32,8 @@ type Options struct {
 
 	Connections   int           // parallel HTTP connections, default 8
 	ChunkSize     int64         // bytes per ranged GET, default 64 MiB
+	SplitBelow    int64         // a file gets more streams while each of its streams receives less than this many bytes/s, default 64 MiB/s
+	SplitEvery    time.Duration // how often that rate is checked, default 500ms
 	Retries       int           // failures in a row without progress before giving up, default 8
 	Backoff       time.Duration // first retry delay, default 1s
 	MaxBackoff    time.Duration // longest retry delay, default 30s
@@ -51,6 +53,12 @@ func (o *Options) defaults() {
 	}
 	if o.ChunkSize <= 0 {
 		o.ChunkSize = 64 << 20
+	}
+	if o.SplitBelow <= 0 {
+		o.SplitBelow = 64 << 20
+	}
+	if o.SplitEvery <= 0 {
+		o.SplitEvery = 500 * time.Millisecond
 	}
 	if o.Retries <= 0 {
 		o.Retries = 8

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -69,7 +70,7 @@ func newServer(t *testing.T, seed uint64) (*hubtest.Server, map[string]*hubtest.
 func opts(t *testing.T, srv *hubtest.Server) hub.Options {
 	return hub.Options{
 		Repo: repoID, Endpoint: srv.URL(), Dir: t.TempDir(), Token: "-",
-		Connections: 4, ChunkSize: 64 << 10, Retries: 4,
+		Connections: 4, ChunkSize: 64 << 10, Retries: 4, SplitBelow: math.MaxInt64, SplitEvery: time.Millisecond,
 		Backoff: 2 * time.Millisecond, MaxBackoff: 10 * time.Millisecond, MaxRetryAfter: 10 * time.Millisecond,
 		StallTimeout: 5 * time.Second, SaveInterval: 10 * time.Millisecond, LockPoll: 5 * time.Millisecond,
 	}
@@ -642,4 +643,53 @@ func savedProgress(partDir string) (int64, error) {
 		return n, nil
 	}
 	return 0, errors.New("no progress file for " + shard1 + " in " + partDir + " " + strconv.Itoa(len(ms)))
+}
+
+// A file on a fast link keeps one stream: its bytes are hashed as they
+// arrive, and extra ranged streams would only add read-back work.
+func TestFastLinkKeepsOneStreamPerFile(t *testing.T) {
+	srv, fs := newServer(t, 21)
+	o := opts(t, srv)
+	o.SplitBelow = 1 << 20 // any loopback stream is faster than 1 MiB/s, even under -race
+	o.SplitEvery = 10 * time.Millisecond
+	res, err := hub.Pull(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkResult(t, res, fs)
+	for _, p := range selected {
+		if n := srv.PeakStreams(p); n > 1 {
+			t.Errorf("%s: %d streams at once on a fast link, want 1", p, n)
+		}
+	}
+	if n := srv.Requests(shard1); n < len(fs[shard1].Data)/(64<<10) {
+		t.Errorf("%s: %d requests, want one per 64 KiB chunk", shard1, n)
+	}
+}
+
+// A file whose streams are slow (a per-connection cap) gets more streams,
+// taken from the back, and still arrives byte-identical, each byte fetched
+// once.
+func TestSlowLinkSplitsFiles(t *testing.T) {
+	srv, fs := newServer(t, 22)
+	srv.SetFault(func(r hubtest.Request) hubtest.Fault {
+		if r.Host == "cdn" {
+			return hubtest.Fault{Throttle: 2 * time.Millisecond} // about 16 MB/s per stream
+		}
+		return hubtest.Fault{}
+	})
+	o := opts(t, srv)
+	o.SplitBelow = 64 << 20
+	o.SplitEvery = 5 * time.Millisecond
+	res, err := hub.Pull(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkResult(t, res, fs)
+	if n := srv.PeakStreams(shard1); n < 2 || n > o.Connections {
+		t.Errorf("%s: %d streams at once, want 2..%d", shard1, n, o.Connections)
+	}
+	if got, want := srv.BytesServed(shard1), int64(len(fs[shard1].Data)); got != want {
+		t.Errorf("%s: served %d bytes for a %d-byte file", shard1, got, want)
+	}
 }

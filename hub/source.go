@@ -140,8 +140,9 @@ func newHTTPClient(base *http.Client, endpointHost, token, userAgent string) *ht
 		tr.DisableCompression = true
 		tr.MaxIdleConnsPerHost = 64
 		tr.ResponseHeaderTimeout = 60 * time.Second
-		tr.ReadBufferSize = 256 << 10
-		tr.WriteBufferSize = 64 << 10
+		// The default 4 KiB read buffer: body reads of the downloader's
+		// 64 KiB buffers then go straight from the socket into them, where a
+		// larger buffer here would add a copy of every byte.
 		rt = tr
 	}
 	c := &http.Client{Transport: &tokenTransport{base: rt, host: endpointHost, token: token, userAgent: userAgent}}

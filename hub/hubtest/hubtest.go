@@ -84,6 +84,8 @@ type Server struct {
 	bytes    map[string]int64
 	byUA     map[string]int64 // path + "\x00" + User-Agent
 	reqs     map[string]int
+	open     map[string]int // body responses of a path being sent now
+	peak     map[string]int // the most of them at once
 	cdnAuth  int
 	hubNoTok int
 }
@@ -117,7 +119,8 @@ func NewOn(hub, cdn net.Listener) *Server {
 }
 
 func newServer() *Server {
-	return &Server{repos: map[string]*repo{}, blobs: map[string]*File{}, bytes: map[string]int64{}, byUA: map[string]int64{}, reqs: map[string]int{}}
+	return &Server{repos: map[string]*repo{}, blobs: map[string]*File{}, bytes: map[string]int64{}, byUA: map[string]int64{}, reqs: map[string]int{},
+		open: map[string]int{}, peak: map[string]int{}}
 }
 
 // Close stops both servers.
@@ -262,6 +265,13 @@ func (s *Server) Requests(path string) int {
 	return s.reqs[path]
 }
 
+// PeakStreams is the most body responses for path that were sent at once.
+func (s *Server) PeakStreams(path string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peak[path]
+}
+
 // InFlight is the number of body responses being sent now.
 func (s *Server) InFlight() int64 { return s.inFlight.Load() }
 
@@ -270,6 +280,7 @@ func (s *Server) ResetCounters() {
 	s.settle()
 	s.mu.Lock()
 	s.bytes, s.byUA, s.reqs = map[string]int64{}, map[string]int64{}, map[string]int{}
+	s.open, s.peak = map[string]int{}, map[string]int{}
 	s.mu.Unlock()
 }
 
@@ -485,8 +496,15 @@ func (s *Server) serveBody(w http.ResponseWriter, r *http.Request, host, path st
 	s.mu.Lock()
 	s.reqs[path]++
 	n := s.reqs[path]
+	s.open[path]++
+	s.peak[path] = max(s.peak[path], s.open[path])
 	hook := s.fault
 	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.open[path]--
+		s.mu.Unlock()
+	}()
 	var fault Fault
 	if hook != nil {
 		fault = hook(Request{Path: path, N: n, Range: r.Header.Get("Range"), Host: host, Header: r.Header})
