@@ -21,10 +21,15 @@
 //
 // # Downloads
 //
-// Files are split into chunks (Options.ChunkSize); a pool of
-// Options.Connections workers fetches chunks of several files at once, each
-// chunk with its own ranged GET, and writes them with positioned writes into
-// a preallocated partial file. The bytes written per chunk are saved to a
+// Files are split into chunks (Options.ChunkSize), each fetched with its
+// own ranged GET and written at its offset into a partial file. Up to
+// Options.Connections files download at once, each with one stream taking
+// its chunks in order, so the bytes are hashed as they arrive. A file gets
+// more streams (taking chunks from the back; their bytes are read back for
+// the hash later) only while connections are free and its streams each
+// receive less than Options.SplitBelow bytes/s: on a slow or capped link
+// splitting multiplies the speed, on a fast one it would only add work. The
+// bytes written per chunk are saved to a
 // small JSON file next to the partial file every Options.SaveInterval, so a
 // pull killed at any point resumes in a later process from exactly what was
 // recorded. Transient failures (connection reset, truncated body, timeouts,
