@@ -14,6 +14,7 @@ package binding
 
 /*
 #cgo CXXFLAGS: -std=c++17
+#cgo LDFLAGS: -Wl,--wrap=ggml_aligned_malloc
 #include <stdlib.h>
 #include "shim.h"
 */

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -159,13 +160,13 @@ func TestLoadBadFiles(t *testing.T) {
 	corrupt := bytes.Clone(good)
 	copy(corrupt[8:24], bytes.Repeat([]byte{0xff}, 16)) // absurd tensor and KV counts
 	cases := map[string]string{
-		filepath.Join(dir, "missing.gguf"): "no such file",
-		write("text.gguf", []byte("this is not a model at all")):    "not a GGUF file",
-		write("empty.gguf", nil):                                       "not a GGUF file",
-		write("truncated.gguf", good[:len(good)/2]):                    "could not load",
-		write("header.gguf", good[:200]):                               "could not load",
-		write("corrupt.gguf", corrupt):                                 "could not load",
-		write("arch.gguf", wrongArch):                                  "could not load",
+		filepath.Join(dir, "missing.gguf"):                       "no such file",
+		write("text.gguf", []byte("this is not a model at all")): "not a GGUF file",
+		write("empty.gguf", nil):                                 "not a GGUF file",
+		write("truncated.gguf", good[:len(good)/2]):              "could not load",
+		write("header.gguf", good[:200]):                         "could not load",
+		write("corrupt.gguf", corrupt):                           "could not load",
+		write("arch.gguf", wrongArch):                            "could not load",
 	}
 	for path, want := range cases {
 		m, err := binding.LoadModel(context.Background(), path, binding.ModelParams{})
@@ -513,5 +514,50 @@ func TestQuantize(t *testing.T) {
 	}
 	if err := binding.Quantize(filepath.Join(t.TempDir(), "none.gguf"), out+"3", "q8_0", 2); err == nil {
 		t.Error("missing input accepted")
+	}
+}
+
+// hugePageMappings counts the mappings of 4 MiB or more that carry the
+// kernel's "hg" flag (madvise MADV_HUGEPAGE), from /proc/self/smaps.
+func hugePageMappings(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		t.Skipf("no /proc/self/smaps: %v", err)
+	}
+	n, size := 0, 0
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 3 && f[0] == "Size:":
+			size, _ = strconv.Atoi(f[1])
+		case len(f) > 0 && f[0] == "VmFlags:":
+			if size >= 4096 && slices.Contains(f[1:], "hg") {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// With SetHugePages(true), the weights read into memory (no mmap) land in a
+// buffer the kernel was asked to back with huge pages; without it, none is.
+func TestSetHugePagesMarksWeightBuffers(t *testing.T) {
+	load := func() int {
+		before := hugePageMappings(t)
+		m, err := binding.LoadModel(context.Background(), testgguf.Tiny(t), binding.ModelParams{NoMmap: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		return hugePageMappings(t) - before
+	}
+	if n := load(); n != 0 {
+		t.Fatalf("huge pages off: %d new MADV_HUGEPAGE mappings, want 0", n)
+	}
+	binding.SetHugePages(true)
+	defer binding.SetHugePages(false)
+	if n := load(); n < 1 {
+		t.Fatalf("huge pages on: %d new MADV_HUGEPAGE mappings, want >= 1 (the 16 MiB weight buffer)", n)
 	}
 }

@@ -64,17 +64,17 @@ func CheckCacheType(s string) error {
 // ContextParams controls a new context. Zero values take llama.cpp's
 // defaults, except NCtx, where 0 means the model's training context.
 type ContextParams struct {
-	NCtx       int       // total KV cells shared by all sequences (0 = model's context length)
-	NBatch     int       // most tokens one Decode call may carry (default 2048)
-	NUBatch    int       // physical micro-batch (default 512)
-	NSeqMax    int       // number of parallel sequences (default 1)
-	Threads    int       // threads for generation (default: all cores)
-	ThreadsBatch int     // threads for prompt processing (default: Threads)
-	FlashAttn  FlashAttn // flash attention mode
-	TypeK      string    // K cache type (default f16)
-	TypeV      string    // V cache type (default f16)
-	Perf       bool      // collect performance counters (see Perf)
-	KVUnified  bool      // one KV buffer shared by all sequences
+	NCtx         int       // total KV cells shared by all sequences (0 = model's context length)
+	NBatch       int       // most tokens one Decode call may carry (default 2048)
+	NUBatch      int       // physical micro-batch (default 512)
+	NSeqMax      int       // number of parallel sequences (default 1)
+	Threads      int       // threads for generation (default: all cores)
+	ThreadsBatch int       // threads for prompt processing (default: Threads)
+	FlashAttn    FlashAttn // flash attention mode
+	TypeK        string    // K cache type (default f16)
+	TypeV        string    // V cache type (default f16)
+	Perf         bool      // collect performance counters (see Perf)
+	KVUnified    bool      // one KV buffer shared by all sequences
 }
 
 // Context holds the KV memory and compute state for decoding with a model.
@@ -433,11 +433,11 @@ func (c *Context) LoadSeqState(path string, seq int) ([]int32, error) {
 // PerfData are llama.cpp's performance counters for a context (collected
 // only with ContextParams.Perf).
 type PerfData struct {
-	Load        time.Duration // model load time
-	PromptEval  time.Duration // time spent evaluating prompt tokens
-	Eval        time.Duration // time spent generating tokens one by one
-	PromptTokens int          // prompt tokens evaluated
-	EvalTokens   int          // tokens generated
+	Load         time.Duration // model load time
+	PromptEval   time.Duration // time spent evaluating prompt tokens
+	Eval         time.Duration // time spent generating tokens one by one
+	PromptTokens int           // prompt tokens evaluated
+	EvalTokens   int           // tokens generated
 }
 
 // Perf returns the performance counters.

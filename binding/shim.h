@@ -23,4 +23,7 @@ void chatglm_abort_set(chatglm_abort *a, int v);
 void chatglm_abort_free(chatglm_abort *a);
 struct llama_context *chatglm_init_context(struct llama_model *m, struct llama_context_params p, chatglm_abort *a);
 
+// Transparent huge pages for ggml's large CPU buffers (hugepages.c).
+void chatglm_set_hugepages(int on);
+
 #endif

@@ -24,16 +24,17 @@ import (
 // Options configure an engine.
 type Options struct {
 	ModelPath   string
-	GPULayers   int    // layers to offload; negative = all
-	ContextSize int    // tokens per sequence (0 = the model's training context)
-	Parallel    int    // sequences served at once (default 1)
-	BatchSize   int    // most tokens per decode step (default 512)
-	UBatchSize  int    // physical micro-batch (default 512)
-	Threads     int    // CPU threads (default: all cores)
+	GPULayers   int // layers to offload; negative = all
+	ContextSize int // tokens per sequence (0 = the model's training context)
+	Parallel    int // sequences served at once (default 1)
+	BatchSize   int // most tokens per decode step (default 512)
+	UBatchSize  int // physical micro-batch (default 512)
+	Threads     int // CPU threads (default: all cores)
 	FlashAttn   binding.FlashAttn
 	CacheTypeK  string // KV cache types, e.g. "f16" (default), "q8_0"
 	CacheTypeV  string
 	NoMmap      bool
+	HugePages   bool          // binding.SetHugePages for this engine's buffers
 	Perf        bool          // collect llama.cpp's performance counters
 	Progress    func(float32) // model load progress
 }
@@ -116,8 +117,8 @@ type Engine struct {
 	loopDone chan struct{}
 	closed   atomic.Bool
 
-	stats Stats
-	statMu sync.Mutex
+	stats   Stats
+	statMu  sync.Mutex
 	waiting atomic.Int64
 }
 
@@ -141,6 +142,9 @@ func Open(ctx context.Context, o Options) (*Engine, error) {
 	}
 	if o.UBatchSize <= 0 {
 		o.UBatchSize = min(512, o.BatchSize)
+	}
+	if o.HugePages {
+		binding.SetHugePages(true)
 	}
 	m, err := binding.LoadModel(ctx, o.ModelPath, binding.ModelParams{GPULayers: o.GPULayers, NoMmap: o.NoMmap, Progress: o.Progress})
 	if err != nil {

@@ -121,14 +121,14 @@ done
 
 # What the load settings do to q4_0 generation at 2 threads (the target
 # figure): mmap (llama-bench's default) against reading the file into memory,
-# both with transparent huge pages for the weights llama.cpp allocates (glibc
-# malloc tunable; ggml's repacked q4_0 weights are malloc'd, so only they get
-# huge pages when mapped).
+# both with transparent huge pages for the buffers ggml allocates (--hugepages;
+# ggml's repacked q4_0 weights live in such a buffer, so they get huge pages
+# with mmap too).
 if ! skip variants; then
 	for mm in 1 0; do
 		log "q4_0 tg$(tg_for q4_0) at 2 threads with transparent huge pages, mmap $mm"
-		GLIBC_TUNABLES=glibc.malloc.hugetlb=1 /usr/bin/time -v -o "$RAW/bench-q4_0-thp-mmap$mm.time" \
-			"$BIN" bench -m "$BENCH_DIR/chatglm3-6b-q4_0.gguf" -p 0 -n "$(tg_for q4_0)" -t 2 -r "$REPS" --mmap "$mm" --mem-bw --json \
+		/usr/bin/time -v -o "$RAW/bench-q4_0-thp-mmap$mm.time" \
+			"$BIN" bench -m "$BENCH_DIR/chatglm3-6b-q4_0.gguf" -p 0 -n "$(tg_for q4_0)" -t 2 -r "$REPS" --mmap "$mm" --hugepages --mem-bw --json \
 			>"$RAW/bench-q4_0-thp-mmap$mm.json"
 	done
 	# q8_0 has no repacked layout: with mmap its weights are read from the

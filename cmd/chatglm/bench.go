@@ -33,6 +33,7 @@ const (
 	keyBenchOutput    = "bench.output"
 	keyBenchJSON      = "bench.json"
 	keyBenchMemBW     = "bench.mem_bw"
+	keyBenchHugePages = "bench.hugepages"
 )
 
 const benchLong = `Measure prompt processing (ppN) and generation (tgN) speed of llama.cpp
@@ -114,6 +115,8 @@ func newBenchCmd(cfg *config.Store) *cobra.Command {
 		config.Key{Name: keyBenchOutput, Flag: "output", Short: "o", Default: "md", Usage: "output format: md or json"},
 		config.Key{Name: keyBenchJSON, Flag: "json", Default: false, Usage: "same as -o json"},
 		config.Key{Name: keyBenchMemBW, Flag: "mem-bw", Default: false, Usage: "measure memory bandwidth and show tg as a fraction of it"},
+		config.Key{Name: keyBenchHugePages, Flag: "hugepages", Default: false,
+			Usage: "back the weights held in memory and the KV cache with transparent huge pages"},
 	)
 	declareStoreKey(cfg, cmd)
 	return cmd
@@ -154,6 +157,7 @@ func benchParams(cfg *config.Store) (bench.Params, string, error) {
 	p.Reps = cfg.Int(keyBenchReps)
 	p.NoWarmup = cfg.Bool(keyBenchNoWarmup)
 	p.MemBW = cfg.Bool(keyBenchMemBW)
+	p.HugePages = cfg.Bool(keyBenchHugePages)
 	format := strings.ToLower(cfg.String(keyBenchOutput))
 	if cfg.Bool(keyBenchJSON) {
 		format = "json"

@@ -38,6 +38,7 @@ const (
 	keyCacheTypeK = "cache.type_k"
 	keyCacheTypeV = "cache.type_v"
 	keyNoMmap     = "no_mmap"
+	keyHugePages  = "hugepages"
 
 	keyTemperature   = "sampling.temperature"
 	keyTopP          = "sampling.top_p"
@@ -64,6 +65,8 @@ func declareModelKeys(cfg *config.Store, cmd *cobra.Command) {
 		config.Key{Name: keyCacheTypeV, Flag: "cache-type-v", Default: "f16", Usage: "KV cache type of V (quantized V needs flash attention)"},
 		config.Key{Name: keyNoMmap, Flag: "no-mmap", Default: false,
 			Usage: "read the weights into memory instead of mapping the file (slower start; q4_0 on the CPU then needs ~3 GiB less RAM)"},
+		config.Key{Name: keyHugePages, Flag: "hugepages", Default: false,
+			Usage: "back the weights held in memory and the KV cache with transparent huge pages (CPU generation ~10% faster, loading slower)"},
 	)
 	declareStoreKey(cfg, cmd)
 }
@@ -245,6 +248,7 @@ func openModel(ctx context.Context, cfg *config.Store, parallel int, stderr io.W
 		CacheTypeK:  cfg.String(keyCacheTypeK),
 		CacheTypeV:  cfg.String(keyCacheTypeV),
 		NoMmap:      cfg.Bool(keyNoMmap),
+		HugePages:   cfg.Bool(keyHugePages),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", path, err)

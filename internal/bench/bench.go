@@ -48,6 +48,7 @@ type Params struct {
 	TypeK      []string
 	TypeV      []string
 	Mmap       []int // 1 = mmap the file (default), 0 = read it into memory
+	HugePages  bool  // binding.SetHugePages for every test
 	Reps       int
 	NoWarmup   bool
 	MemBW      bool  // measure memory bandwidth per thread count (for tg tests)
@@ -229,6 +230,8 @@ func Run(ctx context.Context, p Params, emit func(Record) error) ([]Record, erro
 	if err != nil {
 		return nil, err
 	}
+	binding.SetHugePages(p.HugePages)
+	defer binding.SetHugePages(false)
 	progress := func(format string, a ...any) {
 		if p.Progress != nil {
 			p.Progress(fmt.Sprintf(format, a...))
@@ -283,6 +286,7 @@ func Run(ctx context.Context, p Params, emit func(Record) error) ([]Record, erro
 			UseMmap: in.mmap, NPrompt: in.nPrompt, NGen: in.nGen,
 			TestTime: time.Now().UTC().Format(time.RFC3339),
 			LoadNS:   cur.loadNS, PeakRSSBytes: peakRSS(), BytesPerToken: cur.bpt,
+			HugePages: p.HugePages,
 		}
 		r.setSamples(samples)
 		if p.MemBW && in.nGen > 0 && in.nPrompt == 0 {

@@ -55,6 +55,8 @@ type Record struct {
 	// LoadNS is the time LoadModel took for the model of this test (the
 	// model is loaded once per model and load settings).
 	LoadNS uint64 `json:"load_ns"`
+	// HugePages tells whether ggml's CPU buffers asked for huge pages.
+	HugePages bool `json:"hugepages"`
 	// PeakRSSBytes is the process's peak resident set size after the test.
 	PeakRSSBytes uint64 `json:"peak_rss_bytes"`
 	// BytesPerToken is what generating one token reads from memory: every

@@ -221,8 +221,8 @@ func modelRows(raw, typ string) ([]ModelRow, error) {
 func variants(raw string) ([]Variant, error) {
 	var out []Variant
 	for _, v := range []struct{ name, settings string }{
-		{"bench-q4_0-thp-mmap1", "q4_0, mmap, THP (glibc.malloc.hugetlb=1) for the repacked weights"},
-		{"bench-q4_0-thp-mmap0", "q4_0, no mmap (read into memory), THP"},
+		{"bench-q4_0-thp-mmap1", "q4_0, mmap, --hugepages (THP for the repacked weights)"},
+		{"bench-q4_0-thp-mmap0", "q4_0, no mmap (read into memory), --hugepages"},
 		{"bench-q8_0-mmap0", "q8_0, no mmap (read into memory)"},
 	} {
 		b, err := os.ReadFile(filepath.Join(raw, v.name+".json"))
