@@ -31,7 +31,7 @@
 #   BENCH_REPS      repetitions per test             (2; plus one warm-up run)
 #   BENCH_REPS_F16  repetitions of the f16 tests     (1)
 #   BENCH_SKIP      steps to skip, comma-separated:
-#                   convert,f16,q8_0,q4_0,variants,ttft,download,server
+#                   convert,f16,q8_0,q4_0,variants,kernel,ttft,download,server
 #   BENCH_OUT       output folder                    (bench-results/<date>)
 # The tg length is in the table (tg16, tg32, tg128); tokens/s of a short
 # generation is slightly higher than tg128's (shorter KV to attend over),
@@ -140,6 +140,14 @@ if ! skip variants; then
 fi
 
 # Multi-turn TTFT through the chat package and the engine (q4_0, 2 threads).
+# The q4_0 matrix-vector kernel on its own (internal/kernelbench): weights in
+# cache, and a 302 MB matrix streamed from memory. Its rate from memory is
+# the ceiling of q4_0 generation with this llama.cpp, below the bandwidth.
+if ! skip kernel; then
+	log "q4_0 mat-vec kernel alone, in cache and from memory"
+	go run ./internal/kernelbench/cmd/kbench -type q4_0 -threads "$THREADS" -reps 5 >"$RAW/kernel.json"
+fi
+
 if ! skip ttft; then
 	log "multi-turn TTFT (10 turns, q4_0)"
 	go run ./internal/benchttft -m "$BENCH_DIR/chatglm3-6b-q4_0.gguf" -turns 10 -words 40 -reply 16 -ctx 4096 \

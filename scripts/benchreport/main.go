@@ -14,6 +14,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -86,12 +87,26 @@ type Variant struct {
 	PeakRSS    uint64  `json:"peak_rss_bytes"`
 }
 
+// Kernel is one measurement of the matrix-vector kernel alone (kbench).
+type Kernel struct {
+	Type       string  `json:"type"`
+	Where      string  `json:"where"` // cache or memory
+	Threads    int     `json:"threads"`
+	Repacked   bool    `json:"repacked"`
+	HugePages  bool    `json:"hugepages"`
+	WeightMB   float64 `json:"weight_mb"`
+	GBps       float64 `json:"gbs"`
+	MemBWGBs   float64 `json:"mem_bw_gbs"`
+	BWFraction float64 `json:"bw_fraction"`
+}
+
 // Report is the JSON written to bench.json.
 type Report struct {
 	Info     map[string]string `json:"info"`
 	MemBW    map[int]float64   `json:"mem_bw_gbs"`
 	Models   []ModelRow        `json:"models"`
 	Variants []Variant         `json:"variants,omitempty"`
+	Kernels  []Kernel          `json:"kernels,omitempty"`
 	Figures  []Pair            `json:"figures"`
 }
 
@@ -161,6 +176,16 @@ func build(raw string) (*Report, error) {
 			x.MemBWGBs, x.BWFraction = bw, x.TGGBs/bw
 		}
 	}
+	k, err := kernels(raw)
+	if err != nil {
+		return nil, err
+	}
+	for i := range k {
+		if bw := rep.MemBW[k[i].Threads]; bw > 0 {
+			k[i].MemBWGBs, k[i].BWFraction = bw, k[i].GBps/bw
+		}
+	}
+	rep.Kernels = k
 	if p, ok := convertPair(raw); ok {
 		rep.Figures = append(rep.Figures, p...)
 	}
@@ -250,6 +275,35 @@ func variants(raw string) ([]Variant, error) {
 }
 
 // timeRSS reads "Maximum resident set size (kbytes)" from GNU time -v.
+// kernels reads raw/kernel.json (kbench), if the run made one.
+func kernels(raw string) ([]Kernel, error) {
+	b, err := os.ReadFile(filepath.Join(raw, "kernel.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var recs []struct {
+		Type        string  `json:"type"`
+		Where       string  `json:"where"`
+		Threads     int     `json:"threads"`
+		Repacked    bool    `json:"repacked"`
+		HugePages   bool    `json:"hugepages"`
+		WeightBytes int64   `json:"weight_bytes"`
+		GBps        float64 `json:"gbs"`
+	}
+	if err := json.Unmarshal(b, &recs); err != nil {
+		return nil, fmt.Errorf("kernel.json: %w", err)
+	}
+	var out []Kernel
+	for _, r := range recs {
+		out = append(out, Kernel{Type: r.Type, Where: r.Where, Threads: r.Threads, Repacked: r.Repacked,
+			HugePages: r.HugePages, WeightMB: float64(r.WeightBytes) / 1e6, GBps: r.GBps})
+	}
+	return out, nil
+}
+
 func timeRSS(path string) uint64 {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -436,6 +490,24 @@ func markdown(r *Report) string {
 			fmt.Fprintf(&b, "| %s | %d | tg%d %.2f ± %.2f | %.1f | %.1f | %.0f%% | %.1f | %s |\n",
 				v.Settings, v.Threads, v.NGen, v.TGTS, v.TGStddev, v.TGGBs, v.MemBWGBs, 100*v.BWFraction, v.LoadS, gib(v.PeakRSS))
 		}
+	}
+	if len(r.Kernels) > 0 {
+		b.WriteString("\n## The matrix-vector kernel alone (internal/kernelbench: ggml's CPU kernel, repacked as llama.cpp does)\n\n")
+		b.WriteString("| type | weights | threads | pages | GB/s | bound GB/s | kernel / bound |\n")
+		b.WriteString("| ---- | ------- | ------: | ----- | ---: | ---------: | -------------: |\n")
+		for _, k := range r.Kernels {
+			where := fmt.Sprintf("%.1f MB x128, in cache", k.WeightMB)
+			if k.Where == "memory" {
+				where = fmt.Sprintf("%.0f MB, from memory", k.WeightMB)
+			}
+			pages := "4 KiB"
+			if k.HugePages {
+				pages = "huge"
+			}
+			fmt.Fprintf(&b, "| %s | %s | %d | %s | %.1f | %.1f | %.0f%% |\n", k.Type, where, k.Threads, pages, k.GBps, k.MemBWGBs, 100*k.BWFraction)
+		}
+		b.WriteString("\nThe kernel's rate from memory is the ceiling of generation with this llama.cpp:" +
+			" a model adds attention, norms and the output layer around it.\n")
 	}
 	if len(r.Figures) > 0 {
 		b.WriteString("\n## Figures against their baselines (same run)\n\n")
