@@ -141,7 +141,7 @@ func newHTTPClient(base *http.Client, endpointHost, token, userAgent string) *ht
 		tr.MaxIdleConnsPerHost = 64
 		tr.ResponseHeaderTimeout = 60 * time.Second
 		// The default 4 KiB read buffer: body reads of the downloader's
-		// 64 KiB buffers then go straight from the socket into them, where a
+		// 32 KiB buffers then go straight from the socket into them, where a
 		// larger buffer here would add a copy of every byte.
 		rt = tr
 	}

@@ -9,14 +9,14 @@
 # RUNS times, alternating; the best time of each is compared.
 #
 # Env: CHATGLM_BIN (default bin/chatglm), BENCH_FILES (3), BENCH_FILE_MB (1024),
-#      BENCH_RUNS (2), BENCH_CACHE (~/.cache/chatglm-bench/download), BENCH_CONNECTIONS (8).
+#      BENCH_RUNS (3), BENCH_CACHE (~/.cache/chatglm-bench/download), BENCH_CONNECTIONS (8).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN=${CHATGLM_BIN:-bin/chatglm}
 FILES=${BENCH_FILES:-3}
 MB=${BENCH_FILE_MB:-1024}
-RUNS=${BENCH_RUNS:-2}
+RUNS=${BENCH_RUNS:-3}
 CONN=${BENCH_CONNECTIONS:-8}
 CACHE=${BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/chatglm-bench/download}
 GO=${GO:-go}
