@@ -3,9 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "ggml.h"
 #include "ggml-alloc.h"
@@ -35,7 +33,7 @@ static ggml_backend_buffer_type_t repack_buft(ggml_backend_t backend) {
 	return NULL;
 }
 
-int kb_matvec(int type, int64_t rows, int64_t cols, int copies, int reps, int threads, int repack, int hugepages,
+int kb_matvec(int type, int64_t rows, int64_t cols, int copies, int reps, int threads, int repack,
               int64_t *best_ns, int64_t *weight_bytes, int *repacked, char *err, int errlen) {
 	int rc = 0;
 	ggml_backend_t backend = NULL;
@@ -76,15 +74,6 @@ int kb_matvec(int type, int64_t rows, int64_t cols, int copies, int reps, int th
 		snprintf(err, errlen, "cannot allocate a %lld x %lld weight", (long long)rows, (long long)cols);
 		rc = -2;
 		goto out;
-	}
-	if (hugepages) {
-		// Before anything touches the pages (see binding/hugepages.c).
-		uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-		uintptr_t start = ((uintptr_t)ggml_backend_buffer_get_base(wbuf) + page - 1) & ~(page - 1);
-		uintptr_t end = ((uintptr_t)ggml_backend_buffer_get_base(wbuf) + ggml_backend_buffer_get_size(wbuf)) & ~(page - 1);
-		if (end > start) {
-			madvise((void *)start, end - start, MADV_HUGEPAGE);
-		}
 	}
 
 	// Random weights in [-1, 1), quantized row by row.

@@ -22,7 +22,7 @@ import (
 	"time"
 	"unsafe"
 
-	_ "github.com/chatglm/chatglm/third_party/llamacpp" // links llama.cpp and ggml
+	"github.com/chatglm/chatglm/binding" // links llama.cpp and ggml; SetHugePages
 )
 
 // Type is a ggml tensor type (the values of enum ggml_type).
@@ -56,7 +56,7 @@ type Spec struct {
 	Reps       int
 	Threads    int
 	Repack     bool // place the weights in the CPU backend's repacking buffer, as llama.cpp does
-	HugePages  bool // ask for transparent huge pages for the weights (chatglm --hugepages)
+	HugePages  bool // binding.SetHugePages while the buffers are made (chatglm --hugepages)
 }
 
 // Result is a measured rate.
@@ -81,8 +81,10 @@ func MatVec(s Spec) (Result, error) {
 	var repacked C.int
 	errbuf := (*C.char)(C.malloc(256))
 	defer C.free(unsafe.Pointer(errbuf))
+	binding.SetHugePages(s.HugePages)
+	defer binding.SetHugePages(false)
 	rc := C.kb_matvec(C.int(s.Type), C.int64_t(s.Rows), C.int64_t(s.Cols), C.int(s.Copies), C.int(s.Reps),
-		C.int(s.Threads), boolInt(s.Repack), boolInt(s.HugePages), &best, &bytes, &repacked, errbuf, 256)
+		C.int(s.Threads), boolInt(s.Repack), &best, &bytes, &repacked, errbuf, 256)
 	if rc != 0 {
 		return Result{}, fmt.Errorf("kernelbench %s %dx%d: %s", s.Type, s.Rows, s.Cols, C.GoString(errbuf))
 	}
