@@ -166,12 +166,16 @@ func chatglmGoLog(level C.int, text *C.char) {
 	slog.Log(context.Background(), l, line, "source", "llama.cpp")
 }
 
-// benignWarnings are llama.cpp warnings that every ChatGLM3 GGUF triggers
-// and that need no action; they are logged at debug level.
+// benignWarnings are llama.cpp warnings that ChatGLM3 GGUFs or chatglm's
+// own settings trigger and that need no action; they are logged at debug
+// level.
 var benignWarnings = []string{
 	// ChatGLM3 ends turns with <|user|>/<|observation|>, which chatglm
 	// stops on itself; llama.cpp adds eos to its end-of-generation set.
 	"special_eos_id is not in special_eog_ids",
+	// A context smaller than the training context (8192) is a choice:
+	// --ctx-size, bench's n_prompt + n_gen, perplexity's windows.
+	"< n_ctx_train",
 }
 
 // cudaInitFailed starts ggml's log line when a CUDA backend finds no GPU.
