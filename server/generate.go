@@ -196,12 +196,17 @@ func (s *Server) generate(ctx context.Context, st *ready, spec *genSpec, onStart
 	}
 	req := chat.Request{Prompt: spec.prompt, MaxTokens: spec.maxTokens, Stop: spec.stopIDs, Sampling: spec.sampling}
 	start := time.Now()
+	first := true
 	gr, err := seq.Generate(ctx, req, func(t chat.Token) error {
+		if first {
+			first = false
+			s.metrics.firstToken(time.Since(queued))
+		}
 		s.metrics.token()
 		return send(spec.out.add(t))
 	})
 	res.cached, res.tokens = gr.CachedTokens, len(gr.Tokens)
-	s.metrics.generation(gr.EvaluatedTokens, time.Since(start))
+	s.metrics.generation(gr.EvaluatedTokens, gr.CachedTokens, time.Since(start))
 	if err != nil {
 		return res, contextError(ctx, err, "generating")
 	}

@@ -15,11 +15,13 @@ import (
 // by GET /metrics.
 type metrics struct {
 	mu       sync.Mutex
-	requests map[[2]string]int64 // {route, status} -> count
-	latency  map[string]*summary // route -> request durations
+	requests map[[2]string]int64   // {route, status} -> count
+	latency  map[string]*histogram // route -> request durations
+	ttft     *histogram            // time to first token of generations
 
 	generated       atomic.Int64 // tokens sent by the backend to requests
 	promptEvaluated atomic.Int64
+	promptCached    atomic.Int64 // prompt tokens reused from a sequence's KV cache
 	rejected        atomic.Int64 // 429s
 	genNanos        atomic.Int64 // wall time spent generating, summed over requests
 	waitNanos       atomic.Int64 // time spent waiting for a sequence, summed
@@ -27,26 +29,74 @@ type metrics struct {
 	rate rateWindow
 }
 
-// summary is a count and a sum (a Prometheus summary without quantiles).
-type summary struct {
-	count int64
-	sum   float64
+// Histogram bucket bounds in seconds: request durations run from a
+// health check's microseconds to a long generation's minutes; the time to
+// first token from a cached prefix's milliseconds to a long prompt queued
+// behind others.
+var (
+	durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
+	ttftBuckets     = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60}
+)
+
+// histogram is a Prometheus histogram: counts per upper bound, a sum and a
+// count. Its owner's mutex guards it.
+type histogram struct {
+	bounds []float64
+	counts []int64 // counts[i]: observations <= bounds[i] and > bounds[i-1]; the last one is +Inf
+	sum    float64
+	count  int64
+}
+
+func newHistogram(bounds []float64) *histogram {
+	return &histogram{bounds: bounds, counts: make([]int64, len(bounds)+1)}
+}
+
+func (h *histogram) observe(v float64) {
+	i := sort.SearchFloat64s(h.bounds, v) // first bound >= v
+	h.counts[i]++
+	h.sum += v
+	h.count++
+}
+
+// write writes the histogram's series; labels is "" or `name="value",...`.
+func (h *histogram) write(b *strings.Builder, name, labels string) {
+	sep := ""
+	if labels != "" {
+		sep = ","
+	}
+	var cum int64
+	for i, le := range h.bounds {
+		cum += h.counts[i]
+		fmt.Fprintf(b, "%s_bucket{%s%sle=\"%g\"} %d\n", name, labels, sep, le, cum)
+	}
+	fmt.Fprintf(b, "%s_bucket{%s%sle=\"+Inf\"} %d\n", name, labels, sep, h.count)
+	if labels != "" {
+		labels = "{" + labels + "}"
+	}
+	fmt.Fprintf(b, "%s_sum%s %g\n%s_count%s %d\n", name, labels, h.sum, name, labels, h.count)
 }
 
 func newMetrics() *metrics {
-	return &metrics{requests: map[[2]string]int64{}, latency: map[string]*summary{}}
+	return &metrics{requests: map[[2]string]int64{}, latency: map[string]*histogram{}, ttft: newHistogram(ttftBuckets)}
 }
 
 func (m *metrics) request(route string, status int, d time.Duration) {
 	m.mu.Lock()
 	m.requests[[2]string{route, fmt.Sprint(status)}]++
-	sm := m.latency[route]
-	if sm == nil {
-		sm = &summary{}
-		m.latency[route] = sm
+	h := m.latency[route]
+	if h == nil {
+		h = newHistogram(durationBuckets)
+		m.latency[route] = h
 	}
-	sm.count++
-	sm.sum += d.Seconds()
+	h.observe(d.Seconds())
+	m.mu.Unlock()
+}
+
+// firstToken records a generation's time to first token, counted from the
+// moment the request was admitted (its wait for a sequence included).
+func (m *metrics) firstToken(d time.Duration) {
+	m.mu.Lock()
+	m.ttft.observe(d.Seconds())
 	m.mu.Unlock()
 }
 
@@ -56,9 +106,11 @@ func (m *metrics) token() {
 	m.rate.add(time.Now(), 1)
 }
 
-// generation counts a finished generation's evaluated prompt and time.
-func (m *metrics) generation(evaluated int, d time.Duration) {
+// generation counts a finished generation's prompt tokens (evaluated, and
+// reused from the sequence's cache) and its time.
+func (m *metrics) generation(evaluated, cached int, d time.Duration) {
 	m.promptEvaluated.Add(int64(evaluated))
+	m.promptCached.Add(int64(cached))
 	m.genNanos.Add(int64(d))
 }
 
@@ -126,24 +178,31 @@ func (s *Server) writeMetrics(w io.Writer) {
 		routes = append(routes, r)
 	}
 	sort.Strings(routes)
-	metric("chatglm_http_request_duration_seconds", "summary", "Time to answer HTTP requests, by route.")
+	metric("chatglm_http_request_duration_seconds", "histogram", "Time to answer HTTP requests (to the end of the body), by route.")
 	for _, r := range routes {
-		fmt.Fprintf(&b, "chatglm_http_request_duration_seconds_sum{route=%q} %g\n", r, m.latency[r].sum)
-		fmt.Fprintf(&b, "chatglm_http_request_duration_seconds_count{route=%q} %d\n", r, m.latency[r].count)
+		m.latency[r].write(&b, "chatglm_http_request_duration_seconds", fmt.Sprintf("route=%q", r))
 	}
+	metric("chatglm_time_to_first_token_seconds", "histogram", "Time from admitting a generation request to its first token (queueing and prompt evaluation).")
+	m.ttft.write(&b, "chatglm_time_to_first_token_seconds", "")
 	m.mu.Unlock()
 
-	ready := 0
+	loaded := 0
 	var parallel, waiting int64
 	var bs BackendStats
 	if st := s.state.Load(); st != nil {
-		ready = 1
+		loaded = 1
 		parallel = int64(st.b.Parallel())
 		waiting = st.waiting.Load()
 		bs = st.b.Stats()
 	}
 	metric("chatglm_model_loaded", "gauge", "1 once the model is loaded.")
-	fmt.Fprintf(&b, "chatglm_model_loaded %d\n", ready)
+	fmt.Fprintf(&b, "chatglm_model_loaded %d\n", loaded)
+	ready := 0
+	if ok, _ := s.readiness(); ok {
+		ready = 1
+	}
+	metric("chatglm_ready", "gauge", "1 while /health/ready answers 200 (model loaded, not draining or stopping).")
+	fmt.Fprintf(&b, "chatglm_ready %d\n", ready)
 	metric("chatglm_sequences", "gauge", "Sequences that generate at once (--parallel).")
 	fmt.Fprintf(&b, "chatglm_sequences %d\n", parallel)
 	metric("chatglm_sequences_active", "gauge", "Sequences generating now.")
@@ -156,6 +215,8 @@ func (s *Server) writeMetrics(w io.Writer) {
 	fmt.Fprintf(&b, "chatglm_generated_tokens_total %d\n", m.generated.Load())
 	metric("chatglm_prompt_tokens_evaluated_total", "counter", "Prompt tokens evaluated (not reused from a cached prefix).")
 	fmt.Fprintf(&b, "chatglm_prompt_tokens_evaluated_total %d\n", m.promptEvaluated.Load())
+	metric("chatglm_prompt_tokens_cached_total", "counter", "Prompt tokens reused from a sequence's KV cache (a shared prefix: an earlier turn of the conversation) instead of evaluated.")
+	fmt.Fprintf(&b, "chatglm_prompt_tokens_cached_total %d\n", m.promptCached.Load())
 	metric("chatglm_generation_tokens_per_second", "gauge", fmt.Sprintf("Generated tokens per second, all sequences together, over the last %d seconds.", rateSpan))
 	fmt.Fprintf(&b, "chatglm_generation_tokens_per_second %g\n", m.rate.perSecond(time.Now()))
 	metric("chatglm_generation_seconds_total", "counter", "Time spent generating, summed over requests.")

@@ -14,11 +14,12 @@ import (
 var ErrShuttingDown = errShutdown
 
 // Serve answers HTTP requests on ln until ctx ends, then shuts down
-// gracefully: it stops accepting connections, reports 503 on /health and to
-// new requests, lets requests in flight finish for up to grace, cancels
-// those still running (streams get an error event) and returns once every
-// handler has returned. It returns nil after a shutdown, or the error that
-// stopped the listener.
+// gracefully: for Options.Drain it reports 503 on /health/ready while it
+// still serves everything (see drain), then it stops accepting connections,
+// reports 503 on /health and to new requests, lets requests in flight
+// finish for up to grace, cancels those still running (streams get an
+// error event) and returns once every handler has returned. It returns nil
+// after a shutdown, or the error that stopped the listener.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
 	base, cancelBase := context.WithCancelCause(context.Background())
 	defer cancelBase(nil)
@@ -35,6 +36,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 		return fmt.Errorf("serve on %s: %w", ln.Addr(), err)
 	case <-ctx.Done():
 	}
+	s.drain()
 	s.SetClosing()
 	s.log.Info("shutting down: waiting for requests in flight", "grace", grace)
 	graceCtx, cancel := context.WithTimeout(context.Background(), grace)

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/chatglm/chatglm/chat"
+	"github.com/chatglm/chatglm/server/web"
 )
 
 // Options configure a Server.
@@ -32,7 +33,7 @@ type Options struct {
 	ModelID string
 	Aliases []string
 	// APIKey, when set, is required as "Authorization: Bearer KEY" on every
-	// route but /health.
+	// route but the health checks (/health, /health/live, /health/ready).
 	APIKey string
 	// CORSOrigins lists the origins browsers may call from ("*" for any);
 	// empty turns CORS off.
@@ -51,8 +52,16 @@ type Options struct {
 	// MaxTokens caps replies whose request gives no max_tokens (0: the
 	// rest of the context).
 	MaxTokens int
+	// Drain is how long Serve keeps serving after its context ends while
+	// /health/ready answers 503, before it stops accepting connections
+	// (0: stop at once). It gives a load balancer or Kubernetes time to
+	// take the replica out of rotation.
+	Drain time.Duration
 	// Logger receives one line per request (default slog.Default()).
 	Logger *slog.Logger
+	// Web, when set, is the browser chat page served at / (package
+	// server/web); its files need no API key.
+	Web *web.Page
 }
 
 // Server is the HTTP API. Create it with New, serve Handler, and call
@@ -63,9 +72,11 @@ type Server struct {
 	log     *slog.Logger
 	state   atomic.Pointer[ready]
 	closing atomic.Bool
-	metrics *metrics
-	mux     *http.ServeMux
-	started time.Time
+	// draining: /health/ready answers 503, requests are still served.
+	draining atomic.Bool
+	metrics  *metrics
+	mux      *http.ServeMux
+	started  time.Time
 }
 
 // ready is the loaded backend and its admission tokens.
@@ -94,8 +105,13 @@ func New(opts Options) *Server {
 		s.mux.HandleFunc(prefix+"/models", s.method(http.MethodGet, s.handleModels))
 		s.mux.HandleFunc(prefix+"/models/{id...}", s.method(http.MethodGet, s.handleModel))
 	}
-	s.mux.HandleFunc("/health", s.method(http.MethodGet, s.handleHealth))
+	s.mux.HandleFunc(PathHealth, s.method(http.MethodGet, s.handleReady))
+	s.mux.HandleFunc(PathReady, s.method(http.MethodGet, s.handleReady))
+	s.mux.HandleFunc(PathLive, s.method(http.MethodGet, s.handleLive))
 	s.mux.HandleFunc("/metrics", s.method(http.MethodGet, s.handleMetrics))
+	if opts.Web != nil {
+		opts.Web.Register(s.mux)
+	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, newAPIError(http.StatusNotFound, typeNotFound, "unknown_url", "",
 			"unknown request URL: %s %s", r.Method, r.URL.Path))
@@ -134,15 +150,15 @@ func (s *Server) method(m string, h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// auth checks the bearer key on every route but /health (and CORS
-// preflights, which browsers send without credentials).
+// auth checks the bearer key on every route but the health checks (and
+// CORS preflights, which browsers send without credentials).
 func (s *Server) auth(next http.Handler) http.Handler {
 	if s.opts.APIKey == "" {
 		return next
 	}
 	want := []byte("Bearer " + s.opts.APIKey)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/health" || r.Method == http.MethodOptions {
+		if isHealthPath(r.URL.Path) || r.Method == http.MethodOptions || s.opts.Web.Public(r.URL.Path) {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -242,17 +258,6 @@ func (s *Server) checkModel(name string) error {
 	}
 	return newAPIError(http.StatusNotFound, typeInvalidRequest, "model_not_found", "model",
 		"the model '%s' does not exist; this server serves '%s'", name, s.opts.ModelID)
-}
-
-func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
-	switch {
-	case s.closing.Load():
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "shutting down"})
-	case s.state.Load() == nil:
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "loading model"})
-	default:
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	}
 }
 
 func (s *Server) modelInfo() modelInfo {
@@ -363,7 +368,7 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 func routeLabel(path string) string {
 	p := strings.TrimPrefix(path, "/v1")
 	switch {
-	case path == "/health", path == "/metrics":
+	case isHealthPath(path), path == "/metrics":
 		return path
 	case p == "/chat/completions", p == "/completions", p == "/models":
 		return "/v1" + p

@@ -31,6 +31,7 @@ const (
 	srvAPIKey    = "server.api_key"
 	srvTimeout   = "server.timeout"
 	srvGrace     = "server.shutdown_timeout"
+	srvDrain     = "server.drain"
 	srvCORS      = "server.cors_origin"
 	srvMaxBody   = "server.max_body"
 )
@@ -40,15 +41,20 @@ const serveLong = `Serve the model over an OpenAI-compatible HTTP API:
   POST /v1/chat/completions   chat (stream or not), tools as ChatGLM3 function calls
   POST /v1/completions        raw completion of [gMASK]sop + the prompt
   GET  /v1/models             the served model
-  GET  /health                200 once the model is loaded, 503 before and while stopping
-  GET  /metrics               Prometheus counters: requests, tokens, queue depth, tokens/s
+  GET  /health/ready          200 once the model is loaded, 503 before and while draining or stopping
+  GET  /health                the same as /health/ready
+  GET  /health/live           200 while the process answers at all (loading, serving, draining)
+  GET  /metrics               Prometheus: requests, tokens, queue depth, busy sequences, tokens/s,
+                              time-to-first-token and duration histograms, prompt tokens cached
 
 --parallel N sequences generate at once, batched into shared decode steps;
 --queue more wait for a free sequence and any beyond get 429. A client that
-disconnects stops its generation at once. SIGTERM or Ctrl-C stops accepting,
-lets requests in flight finish for --shutdown-timeout, cancels the rest and
-exits 0. The server binds 127.0.0.1 unless --host says otherwise; with
---api-key every route but /health needs "Authorization: Bearer KEY".`
+disconnects stops its generation at once. SIGTERM or Ctrl-C first drains:
+for --drain /health/ready answers 503 while everything is still served, so a
+load balancer or Kubernetes takes the replica out of rotation; then it stops
+accepting, lets requests in flight finish for --shutdown-timeout, cancels the
+rest and exits 0. The server binds 127.0.0.1 unless --host says otherwise; with
+--api-key every route but the health checks needs "Authorization: Bearer KEY".`
 
 // newServeCmd builds `chatglm serve`.
 func newServeCmd(cfg *config.Store) *cobra.Command {
@@ -69,9 +75,10 @@ func newServeCmd(cfg *config.Store) *cobra.Command {
 		config.Key{Name: srvPort, Flag: "port", Default: 8080, Usage: "TCP port (0 = any free port)"},
 		config.Key{Name: srvParallel, Flag: "parallel", Short: "p", Default: 4, Usage: "sequences generated at once, batched into shared decode steps"},
 		config.Key{Name: srvQueue, Flag: "queue", Default: 64, Usage: "requests that may wait for a sequence; more get 429 (-1 = no limit)"},
-		config.Key{Name: srvAPIKey, Flag: "api-key", Default: "", Usage: "require \"Authorization: Bearer KEY\" on every route but /health"},
+		config.Key{Name: srvAPIKey, Flag: "api-key", Default: "", Usage: "require \"Authorization: Bearer KEY\" on every route but the health checks"},
 		config.Key{Name: srvTimeout, Flag: "timeout", Default: 10 * time.Minute, Usage: "longest a request may take, queueing included (0 = no limit)"},
 		config.Key{Name: srvGrace, Flag: "shutdown-timeout", Default: 30 * time.Second, Usage: "on SIGTERM, how long requests in flight may finish before they are cancelled"},
+		config.Key{Name: srvDrain, Flag: "drain", Default: 5 * time.Second, Usage: "on SIGTERM, how long /health/ready answers 503 while requests are still served, before the listener closes (0 = close at once)"},
 		config.Key{Name: srvCORS, Flag: "cors-origin", Default: []string{}, Usage: "origins browsers may call from (\"*\" = any); CORS is off when empty"},
 		config.Key{Name: srvMaxBody, Flag: "max-body", Default: 4 << 20, Usage: "largest request body in bytes; larger get 413"},
 	)
@@ -108,6 +115,7 @@ func runServe(cmd *cobra.Command, cfg *config.Store) error {
 		MaxBodyBytes: int64(cfg.Int(srvMaxBody)),
 		Sampling:     smp,
 		MaxTokens:    maxTokens,
+		Drain:        cfg.Duration(srvDrain),
 	})
 
 	addr := net.JoinHostPort(cfg.String(srvHost), strconv.Itoa(cfg.Int(srvPort)))
