@@ -19,15 +19,36 @@ import (
 // empty containers as [] and {}, no HTML escaping, non-ASCII kept, control
 // characters as \u00XX, integers as Python ints and every other number as
 // Python's float repr (0.50 -> 0.5, 1E-7 -> 1e-07, 1e2 -> 100.0).
+//
+// raw may come from anyone: values nested deeper than MaxDepth and output
+// longer than MaxIndentedJSON are errors (the indentation makes the output
+// grow with the square of the depth).
 func PythonJSONIndent(raw []byte) (string, error) {
 	v, err := parsePyJSON(raw)
 	if err != nil {
 		return "", err
 	}
 	var sb strings.Builder
-	writePyJSON(&sb, v, 0)
+	if err := writePyJSON(&sb, v, 0); err != nil {
+		return "", err
+	}
 	return sb.String(), nil
 }
+
+// MaxDepth is how deeply the values of ChatGLM3's tool protocol may nest:
+// the tools JSON, a call's JSON arguments and the Python literals of a
+// tool_call(...). Deeper input is an error, never a deep recursion.
+const MaxDepth = 64
+
+// MaxIndentedJSON is the most text PythonJSONIndent writes (4 MiB, over
+// a million tokens: far more than any ChatGLM3 context holds).
+const MaxIndentedJSON = 4 << 20
+
+// ErrTooDeep is the error for values nested deeper than MaxDepth.
+var ErrTooDeep = fmt.Errorf("values nested more than %d levels deep", MaxDepth)
+
+// indent is the indentation of the deepest line PythonJSONIndent writes.
+var indent = strings.Repeat("    ", MaxDepth+1)
 
 // pyNode is a parsed JSON value that keeps object key order.
 type pyNode struct {
@@ -42,7 +63,7 @@ type pyNode struct {
 func parsePyJSON(raw []byte) (*pyNode, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
-	v, err := parsePyValue(dec)
+	v, err := parsePyValue(dec, 1)
 	if err != nil {
 		return nil, fmt.Errorf("tools JSON: %w", err)
 	}
@@ -52,18 +73,23 @@ func parsePyJSON(raw []byte) (*pyNode, error) {
 	return v, nil
 }
 
-func parsePyValue(dec *json.Decoder) (*pyNode, error) {
+// parsePyValue parses the value that starts at dec's next token, at
+// nesting level depth (1 for the top).
+func parsePyValue(dec *json.Decoder, depth int) (*pyNode, error) {
 	tok, err := dec.Token()
 	if err != nil {
 		return nil, err
 	}
 	switch t := tok.(type) {
 	case json.Delim:
+		if depth > MaxDepth {
+			return nil, ErrTooDeep
+		}
 		switch t {
 		case '[':
 			n := &pyNode{kind: 'a'}
 			for dec.More() {
-				v, err := parsePyValue(dec)
+				v, err := parsePyValue(dec, depth+1)
 				if err != nil {
 					return nil, err
 				}
@@ -80,7 +106,7 @@ func parsePyValue(dec *json.Decoder) (*pyNode, error) {
 					return nil, err
 				}
 				k, _ := kt.(string)
-				v, err := parsePyValue(dec)
+				v, err := parsePyValue(dec, depth+1)
 				if err != nil {
 					return nil, err
 				}
@@ -166,7 +192,12 @@ func PythonFloatRepr(f float64) string {
 	return s
 }
 
-func writePyJSON(sb *strings.Builder, n *pyNode, depth int) {
+// writePyJSON writes n at nesting level depth (0 for the top; parsePyJSON
+// keeps it below MaxDepth, so the indentation fits indent).
+func writePyJSON(sb *strings.Builder, n *pyNode, depth int) error {
+	if sb.Len() > MaxIndentedJSON {
+		return fmt.Errorf("tools JSON: more than %d bytes once indented", MaxIndentedJSON)
+	}
 	switch n.kind {
 	case 's':
 		writePyString(sb, n.str)
@@ -187,7 +218,7 @@ func writePyJSON(sb *strings.Builder, n *pyNode, depth int) {
 		}
 		if len(n.values) == 0 {
 			sb.WriteString(open + close)
-			return
+			return nil
 		}
 		sb.WriteString(open)
 		for i, v := range n.values {
@@ -195,17 +226,20 @@ func writePyJSON(sb *strings.Builder, n *pyNode, depth int) {
 				sb.WriteByte(',')
 			}
 			sb.WriteByte('\n')
-			sb.WriteString(strings.Repeat("    ", depth+1))
+			sb.WriteString(indent[:4*(depth+1)])
 			if n.kind == 'o' {
 				writePyString(sb, n.keys[i])
 				sb.WriteString(": ")
 			}
-			writePyJSON(sb, v, depth+1)
+			if err := writePyJSON(sb, v, depth+1); err != nil {
+				return err
+			}
 		}
 		sb.WriteByte('\n')
-		sb.WriteString(strings.Repeat("    ", depth))
+		sb.WriteString(indent[:4*depth])
 		sb.WriteString(close)
 	}
+	return nil
 }
 
 // writePyString writes s as Python's json module does with

@@ -1,8 +1,10 @@
 package chat
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"strconv"
 	"strings"
@@ -123,8 +125,9 @@ func ParseToolCall(code string) (Kwargs, error) {
 }
 
 type pyParser struct {
-	src string
-	pos int
+	src   string
+	pos   int
+	depth int // brackets open around the value being parsed
 }
 
 func (p *pyParser) errorf(format string, args ...any) error {
@@ -187,6 +190,7 @@ func (p *pyParser) ident() string {
 	return p.src[start:p.pos]
 }
 
+// pyKeywords are Python's reserved words, which cannot be argument names.
 var pyKeywords = map[string]bool{"False": true, "None": true, "True": true, "and": true, "as": true,
 	"assert": true, "async": true, "await": true, "break": true, "class": true, "continue": true,
 	"def": true, "del": true, "elif": true, "else": true, "except": true, "finally": true, "for": true,
@@ -200,6 +204,13 @@ func isPyKeyword(s string) bool { return pyKeywords[s] }
 func (p *pyParser) value() (any, error) {
 	p.skipSpace(true)
 	c := p.peek()
+	if c == '[' || c == '(' || c == '{' {
+		if p.depth >= MaxDepth {
+			return nil, p.errorf("%v", ErrTooDeep)
+		}
+		p.depth++
+		defer func() { p.depth-- }()
+	}
 	switch {
 	case c == 0:
 		return nil, p.errorf("unexpected end of input")
@@ -628,4 +639,119 @@ func normInt(i *big.Int) any {
 		return i.Int64()
 	}
 	return i
+}
+
+// FormatToolCall writes a function call's JSON arguments (an object, or
+// empty for none) as the ChatGLM3 model writes calls: tool_call(name=value,
+// ...) with Python literals, in the arguments' order. Keys that are not
+// ASCII Python identifiers go into a trailing **{...}. The arguments may come
+// from anyone: values nested deeper than MaxDepth are an error.
+func FormatToolCall(arguments string) (string, error) {
+	arguments = strings.TrimSpace(arguments)
+	if arguments == "" {
+		return "tool_call()", nil
+	}
+	dec := json.NewDecoder(strings.NewReader(arguments))
+	dec.UseNumber()
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return "", errors.New("want a JSON object")
+	}
+	var kw, extra []string
+	for dec.More() {
+		kt, err := dec.Token()
+		if err != nil {
+			return "", err
+		}
+		k, _ := kt.(string)
+		var sb strings.Builder
+		if err := writePyLiteral(&sb, dec, 2); err != nil {
+			return "", err
+		}
+		if isASCIIIdentifier(k) && !isPyKeyword(k) {
+			kw = append(kw, k+"="+sb.String())
+		} else {
+			var ks strings.Builder
+			writePyString(&ks, k)
+			extra = append(extra, ks.String()+": "+sb.String())
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return "", err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return "", errors.New("extra data after the JSON object")
+	}
+	if len(extra) > 0 {
+		kw = append(kw, "**{"+strings.Join(extra, ", ")+"}")
+	}
+	return "tool_call(" + strings.Join(kw, ", ") + ")", nil
+}
+
+// writePyLiteral copies the JSON value that starts at dec's next token, at
+// nesting level depth, as a Python literal.
+func writePyLiteral(sb *strings.Builder, dec *json.Decoder, depth int) error {
+	t, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	switch v := t.(type) {
+	case json.Delim:
+		if depth > MaxDepth {
+			return ErrTooDeep
+		}
+		sb.WriteString(v.String())
+		for i := 0; dec.More(); i++ {
+			if i > 0 {
+				sb.WriteString(", ")
+			}
+			if v == '{' {
+				k, err := dec.Token()
+				if err != nil {
+					return err
+				}
+				ks, _ := k.(string)
+				writePyString(sb, ks)
+				sb.WriteString(": ")
+			}
+			if err := writePyLiteral(sb, dec, depth+1); err != nil {
+				return err
+			}
+		}
+		end, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		d, ok := end.(json.Delim)
+		if !ok {
+			return fmt.Errorf("unexpected %v", end)
+		}
+		sb.WriteString(d.String())
+	case string:
+		writePyString(sb, v)
+	case json.Number:
+		sb.WriteString(v.String())
+	case bool:
+		if v {
+			sb.WriteString("True")
+		} else {
+			sb.WriteString("False")
+		}
+	case nil:
+		sb.WriteString("None")
+	}
+	return nil
+}
+
+// isASCIIIdentifier reports whether s is a Python identifier made of ASCII
+// letters, digits and underscores.
+func isASCIIIdentifier(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, r := range s {
+		if !(r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || i > 0 && r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
 }
