@@ -16,8 +16,22 @@
 // CDN URL (403) is resolved again. For ModelScope the file list comes from
 // /api/v1/models/{id}/repo/files and bytes from /api/v1/models/{id}/repo.
 //
-// The token (HF_TOKEN) is attached by the transport only to requests whose
-// host is the configured endpoint's host: never to the CDN, never logged.
+// The token (HF_TOKEN) is attached by the transport only to requests to the
+// configured endpoint's origin (scheme, host and port): never to the CDN,
+// never over plain http after a redirect from https, never logged; user
+// names and passwords in an endpoint URL are redacted from every message.
+//
+// # What a hub is trusted with
+//
+// Nothing it says names a local file unchecked. A revision must be a valid
+// git ref name (CheckRevision) before any request is made. Every listing is
+// checked before any work starts: file paths relative, without "." or ".."
+// segments, backslashes or control characters; sizes in [0, 1 TiB]; each
+// file with a 64-hex sha256 or a 40-hex git blob id (these name the partial
+// files); no path twice; at most 100,000 files. Metadata requests (refs,
+// tree pages, file lists, resolves) follow the retry policy of downloads
+// below, each attempt limited to Options.APITimeout (body included) and each
+// body to 32 MiB.
 //
 // # Downloads
 //
@@ -33,7 +47,8 @@
 // small JSON file next to the partial file every Options.SaveInterval, so a
 // pull killed at any point resumes in a later process from exactly what was
 // recorded. Transient failures (connection reset, truncated body, timeouts,
-// stalls with no byte for Options.StallTimeout, 5xx, 429 with Retry-After)
+// stalls: fewer than Options.MinRate bytes/s over a window of
+// Options.StallTimeout, 5xx, 429 with Retry-After, capped)
 // are retried with exponential backoff from the byte where they stopped. A
 // server that answers 200 to a ranged request is detected: the file is then
 // fetched again from the start in one stream. Every file is verified (sha256
@@ -47,9 +62,9 @@
 // os.UserCacheDir()/chatglm/models). Each repository has its own folder and
 // each snapshot (a commit) keeps its files together:
 //
+//	<dir>/.locks/<org>/<name>.lock   advisory flock held by a pull or rm of this repo
 //	<dir>/<org>/<name>/
-//	    .lock                 advisory flock held by a pull or rm of this repo
-//	    refs/<revision>       the snapshot id a revision resolved to ("/" in a revision is written as "%2F")
+//	    refs/<revision>       the snapshot id a revision resolved to ("%" and "/" in a revision are written as "%25" and "%2F")
 //	    <snapshot>/<path>     the verified files of that snapshot (only complete files ever appear here)
 //	    .meta/<snapshot>.json the manifest of the snapshot: source, revision, files with sizes and hashes
 //	    .partial/<key>.part   a file being downloaded; <key>.json holds its chunk progress
@@ -59,8 +74,17 @@
 // digits of a sha256 over the sorted (path, sha256) list: the same content
 // gives the same folder, changed content a new one.
 //
-// Finished files are moved into the snapshot folder with a rename, so a
-// reader never sees a partial file there. A file already present in another
+// The lock lives outside the repo folder so that rm, which renames that
+// folder aside before deleting it, cannot move it from under a waiting pull.
+//
+// Finished files are synced, moved into the snapshot folder with a rename,
+// and the folder synced, so a reader never sees a partial file there and a
+// final name never outlives a power loss without its bytes; refs and
+// manifests are written the same way (temp file, sync, rename, sync). The
+// manifest is written only after every file of a pull is in place, so it is
+// the marker of a verified snapshot: a file found in a snapshot folder that
+// its manifest does not list (a crash between the rename and the manifest)
+// is hashed again before it is used, and fetched again if it differs. A file already present in another
 // snapshot of the same repo with the same hash is hard-linked (or copied)
 // instead of downloaded. Converted GGUF files are kept in the snapshot folder
 // too (see GGUFPath). Before a download starts the free space of the store's

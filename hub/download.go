@@ -2,7 +2,6 @@ package hub
 
 import (
 	"context"
-	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -11,7 +10,6 @@ import (
 	"hash"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,7 +17,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -28,19 +25,11 @@ import (
 var (
 	// errNoRange: the server answered 200 with the whole file to a ranged request.
 	errNoRange = errors.New("server ignored the Range header (answered 200 instead of 206)")
-	// errStall: no byte arrived for StallTimeout.
+	// errStall: fewer bytes than MinRate asks arrived in a StallTimeout window.
 	errStall = errors.New("download stalled")
 	// errHashMismatch marks a verification failure.
 	errHashMismatch = errors.New("hash mismatch")
 )
-
-// permanentError wraps an error that retrying will not fix.
-type permanentError struct{ err error }
-
-func (e *permanentError) Error() string { return e.err.Error() }
-func (e *permanentError) Unwrap() error { return e.err }
-
-func permanent(err error) error { return &permanentError{err} }
 
 // partState is the progress of one partial file, saved as <key>.json.
 type partState struct {
@@ -83,6 +72,7 @@ type downloader struct {
 	snap     *Snapshot
 	client   *http.Client
 	progress Progress
+	retry    retryPolicy
 	sem      chan struct{} // one slot per connection
 	fetched  atomic.Int64  // bytes received by this process
 }
@@ -119,27 +109,37 @@ type fileJob struct {
 	locGen int
 }
 
-func (d *downloader) newJob(f File, partDir, dest string) *fileJob {
+// partKey names the partial files of f: 8 hex digits of the path's sha256,
+// "-", and the content hash, which checkFile has already checked to be hex;
+// checked again here since the name must never leave partDir.
+func partKey(f File) (string, error) {
 	ph := sha256.Sum256([]byte(f.Path))
 	key := hex.EncodeToString(ph[:4]) + "-"
 	switch {
-	case f.SHA256 != "":
-		key += f.SHA256
-	case f.BlobID != "":
-		key += f.BlobID
-	default:
-		key += fmt.Sprintf("size%d", f.Size)
+	case isHex(f.SHA256, 64):
+		return key + f.SHA256, nil
+	case f.SHA256 == "" && isHex(f.BlobID, 40):
+		return key + f.BlobID, nil
 	}
+	return "", fmt.Errorf("%s: no valid sha256 or git blob id to name its partial file", f.Path)
+}
+
+func (d *downloader) newJob(f File, partDir, dest string) (*fileJob, error) {
+	key, err := partKey(f)
+	if err != nil {
+		return nil, err
+	}
+	ph := key[:8]
 	j := &fileJob{d: d, f: f, dest: dest,
 		part: filepath.Join(partDir, key+".part"), state: filepath.Join(partDir, key+".json")}
 	// Partials of other contents of the same path are stale.
-	old, _ := filepath.Glob(filepath.Join(partDir, hex.EncodeToString(ph[:4])+"-*"))
+	old, _ := filepath.Glob(filepath.Join(partDir, ph+"-*"))
 	for _, o := range old {
 		if o != j.part && o != j.state {
 			_ = os.Remove(o)
 		}
 	}
-	return j
+	return j, nil
 }
 
 // load reads a saved state that fits the file and its partial data, or
@@ -208,7 +208,7 @@ func (j *fileJob) open() error {
 	j.fh = fh
 	j.first = 0
 	j.hmu.Lock()
-	j.h, j.hashed, j.hepoch = j.newHash(), 0, j.epoch
+	j.h, j.hashed, j.hepoch = newHasher(j.f), 0, j.epoch
 	j.hmu.Unlock()
 	return nil
 }
@@ -222,7 +222,7 @@ func (j *fileJob) reset(noRange bool) error {
 		e := j.epoch
 		j.mu.Unlock()
 		j.hmu.Lock()
-		j.h, j.hashed, j.hepoch = j.newHash(), 0, e
+		j.h, j.hashed, j.hepoch = newHasher(j.f), 0, e
 		j.hmu.Unlock()
 	}()
 	lost := j.st.have()
@@ -260,7 +260,7 @@ func (j *fileJob) run(ctx context.Context) error {
 	for attempt := 1; ; attempt++ {
 		sum, err := j.download(ctx)
 		if err == nil {
-			err = j.verify(sum)
+			err = verify(j.f, sum)
 		}
 		if err == nil {
 			return j.install()
@@ -286,28 +286,25 @@ func (j *fileJob) run(ctx context.Context) error {
 	}
 }
 
-// verify compares the streamed hash with the expected one.
-func (j *fileJob) verify(sum string) error {
-	switch {
-	case j.f.SHA256 != "" && sum != j.f.SHA256:
-		return fmt.Errorf("%w: sha256 %s, want %s", errHashMismatch, sum, j.f.SHA256)
-	case j.f.SHA256 == "" && j.f.BlobID != "" && sum != j.f.BlobID:
-		return fmt.Errorf("%w: git blob sha1 %s, want %s", errHashMismatch, sum, j.f.BlobID)
-	}
-	return nil
-}
-
-// install moves the verified partial file to its place.
+// install moves the verified partial file to its place durably: the data
+// is synced before the rename and the folder after it, so a final name
+// never points at bytes that did not reach the disk.
 func (j *fileJob) install() error {
-	if err := j.fh.Close(); err != nil {
-		j.fh = nil
-		return fmt.Errorf("closing %s: %w", j.part, err)
+	err := j.fh.Sync()
+	if cerr := j.fh.Close(); err == nil {
+		err = cerr
 	}
 	j.fh = nil
+	if err != nil {
+		return fmt.Errorf("installing %s: syncing %s: %w", j.f.Path, j.part, err)
+	}
 	if err := os.MkdirAll(filepath.Dir(j.dest), 0o755); err != nil {
-		return err
+		return fmt.Errorf("installing %s: %w", j.f.Path, err)
 	}
 	if err := os.Rename(j.part, j.dest); err != nil {
+		return fmt.Errorf("installing %s: %w", j.f.Path, err)
+	}
+	if err := syncDir(filepath.Dir(j.dest)); err != nil {
 		return fmt.Errorf("installing %s: %w", j.f.Path, err)
 	}
 	_ = os.Remove(j.state)
@@ -502,15 +499,10 @@ func (j *fileJob) location(ctx context.Context) (*Location, int, error) {
 		return j.loc, j.locGen, nil
 	}
 	var loc *Location
-	err := j.d.retry(ctx, j.f.Path, func() (int64, error) {
+	err := j.d.retry.do(ctx, j.f.Path, func() (int64, error) {
 		var err error
 		loc, err = j.d.src.Locate(ctx, j.d.snap, j.f)
-		var he *HTTPError
-		if errors.As(err, &he) && he.StatusCode >= 400 && he.StatusCode < 500 && he.StatusCode != http.StatusTooManyRequests &&
-			he.StatusCode != http.StatusRequestTimeout {
-			return 0, permanent(err)
-		}
-		return 0, err
+		return 0, clientError(err)
 	})
 	if err != nil {
 		return nil, 0, err
@@ -532,7 +524,7 @@ func (j *fileJob) relocate(gen int) {
 // fetchChunk fetches the missing bytes of chunk i, retrying transient
 // failures from the byte where they stopped.
 func (j *fileJob) fetchChunk(ctx context.Context, i int) error {
-	return j.d.retry(ctx, j.f.Path, func() (int64, error) {
+	return j.d.retry.do(ctx, j.f.Path, func() (int64, error) {
 		loc, gen, err := j.location(ctx)
 		if err != nil {
 			return 0, err
@@ -583,8 +575,8 @@ func (j *fileJob) get(ctx context.Context, u string, i int) (int64, error) {
 	if ranged {
 		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", start, end-1))
 	}
-	stall := time.AfterFunc(j.d.opts.StallTimeout, func() { cancel(errStall) })
-	defer stall.Stop()
+	stall := newRateWatch(j.d.opts.StallTimeout, j.d.opts.MinRate, func() { cancel(errStall) })
+	defer stall.stop()
 	resp, err := j.d.client.Do(req)
 	if err != nil {
 		if context.Cause(rctx) == errStall {
@@ -658,7 +650,7 @@ func (j *fileJob) get(ctx context.Context, u string, i int) (int64, error) {
 		want := min(int64(len(buf)-fill), end-pos-int64(fill))
 		n, rerr := resp.Body.Read(buf[fill : fill+int(want)])
 		if n > 0 {
-			stall.Reset(j.d.opts.StallTimeout)
+			stall.add(n)
 			fill += n
 		}
 		if fill == len(buf) || (rerr != nil && fill > 0) {
@@ -671,7 +663,7 @@ func (j *fileJob) get(ctx context.Context, u string, i int) (int64, error) {
 				break
 			}
 			if context.Cause(rctx) == errStall {
-				return wrote, fmt.Errorf("GET %s: no data for %s at byte %d: %w", j.f.Path, j.d.opts.StallTimeout, pos, errStall)
+				return wrote, fmt.Errorf("GET %s: fewer than %d bytes in %s at byte %d: %w", j.f.Path, stall.need, j.d.opts.StallTimeout, pos, errStall)
 			}
 			if rerr == io.EOF {
 				rerr = io.ErrUnexpectedEOF
@@ -684,6 +676,35 @@ func (j *fileJob) get(ctx context.Context, u string, i int) (int64, error) {
 	}
 	return wrote, nil
 }
+
+// rateWatch aborts a request whose bytes, counted over each window, fall
+// short of a minimum rate (and at least one byte): a server that sends
+// nothing, or a byte now and then to keep a stall timer quiet, is dropped
+// and the request retried.
+type rateWatch struct {
+	window time.Duration
+	need   int64 // bytes each window must bring
+	got    atomic.Int64
+	timer  *time.Timer
+}
+
+func newRateWatch(window time.Duration, minRate int64, abort func()) *rateWatch {
+	w := &rateWatch{window: window, need: max(1, int64(float64(minRate)*window.Seconds()))}
+	w.timer = time.AfterFunc(window, func() {
+		if w.got.Swap(0) < w.need {
+			abort()
+			return
+		}
+		w.timer.Reset(window)
+	})
+	return w
+}
+
+// add counts n bytes received.
+func (w *rateWatch) add(n int) { w.got.Add(int64(n)) }
+
+// stop ends the watch.
+func (w *rateWatch) stop() { w.timer.Stop() }
 
 // bufPool holds the receive buffers. 32 KiB fits a core's L1 data cache, so
 // each piece is received, hashed and written while it stays there: on the
@@ -717,15 +738,6 @@ func (j *fileJob) prefix() int64 {
 type hashResult struct {
 	sum string
 	err error
-}
-
-func (j *fileJob) newHash() hash.Hash {
-	if j.f.SHA256 == "" && j.f.BlobID != "" {
-		h := sha1.New()
-		fmt.Fprintf(h, "blob %d\x00", j.f.Size)
-		return h
-	}
-	return sha256.New()
 }
 
 // hashLoop completes the streaming hash: it reads back the part of the
@@ -791,80 +803,4 @@ func parseContentRange(s string) (first, last, total int64, err error) {
 		}
 	}
 	return first, last, total, nil
-}
-
-// minProgress is the bytes an attempt must deliver to count as progress
-// (a server that sends one byte per request must still fail).
-const minProgress = 64 << 10
-
-// retry runs attempt until it succeeds, fails permanently, or fails
-// Retries times in a row without progress, sleeping with exponential
-// backoff (or the server's Retry-After) in between.
-func (d *downloader) retry(ctx context.Context, what string, attempt func() (progressed int64, err error)) error {
-	failures := 0
-	for {
-		progressed, err := attempt()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		wait, ok := d.transient(err)
-		if !ok {
-			return err
-		}
-		if progressed >= minProgress {
-			failures = 0
-		}
-		failures++
-		if failures > d.opts.Retries {
-			return fmt.Errorf("%s: giving up after %d attempts: %w", what, failures, err)
-		}
-		if wait == 0 {
-			wait = d.backoff(failures)
-		}
-		slog.Info("retrying", "file", what, "attempt", failures, "in", wait, "err", err)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-}
-
-// backoff is Backoff·2^(n-1) with ±25% jitter, capped at MaxBackoff.
-func (d *downloader) backoff(n int) time.Duration {
-	b := d.opts.Backoff << min(n-1, 20)
-	if b <= 0 || b > d.opts.MaxBackoff {
-		b = d.opts.MaxBackoff
-	}
-	return time.Duration(float64(b) * (0.75 + 0.5*rand.Float64()))
-}
-
-// transient says whether err is worth retrying, and how long the server
-// asked us to wait.
-func (d *downloader) transient(err error) (time.Duration, bool) {
-	var pe *permanentError
-	if errors.As(err, &pe) || errors.Is(err, errNoRange) || errors.Is(err, errHashMismatch) {
-		return 0, false
-	}
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, os.ErrPermission) {
-		return 0, false
-	}
-	var he *HTTPError
-	if errors.As(err, &he) {
-		switch {
-		case he.StatusCode == http.StatusTooManyRequests || he.StatusCode >= 500:
-			return min(he.RetryAfter, d.opts.MaxRetryAfter), true
-		case he.StatusCode == http.StatusRequestTimeout || he.StatusCode == http.StatusForbidden:
-			return 0, true
-		default:
-			return 0, false
-		}
-	}
-	// Network errors, resets, truncated bodies, stalls.
-	return 0, true
 }

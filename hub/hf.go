@@ -19,22 +19,25 @@ type HF struct {
 	client   *http.Client
 	// noFollow is client without redirect following, for resolve HEADs.
 	noFollow *http.Client
+	api      apiClient
 }
 
 // NewHF returns a Hub client for endpoint (DefaultEndpoint when empty). The
-// token is sent only to the endpoint's host. base may be nil.
+// token is sent only to the endpoint's scheme, host and port. base may be
+// nil. Its metadata requests follow the default Options' retry policy and
+// limits.
 func NewHF(endpoint, token, userAgent string, base *http.Client) (*HF, error) {
 	if endpoint == "" {
 		endpoint = DefaultEndpoint
 	}
 	u, err := url.Parse(strings.TrimRight(endpoint, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("hub endpoint %q: want an http(s) URL", endpoint)
+		return nil, fmt.Errorf("hub endpoint %s: want an http(s) URL", redactURL(endpoint))
 	}
-	c := newHTTPClient(base, u.Host, token, userAgent)
+	c := newHTTPClient(base, u, token, userAgent)
 	nf := *c
 	nf.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return &HF{endpoint: u, client: c, noFollow: &nf}, nil
+	return &HF{endpoint: u, client: c, noFollow: &nf, api: newAPIClient(c)}, nil
 }
 
 // Name implements Source.
@@ -43,29 +46,8 @@ func (h *HF) Name() string { return "huggingface" }
 // Client is the HTTP client used for this source (token only to the endpoint).
 func (h *HF) Client() *http.Client { return h.client }
 
-func (h *HF) api(format string, a ...any) string {
+func (h *HF) apiURL(format string, a ...any) string {
 	return h.endpoint.String() + fmt.Sprintf(format, a...)
-}
-
-// getJSON GETs u and decodes the body into v; it returns the response headers.
-func getJSON(ctx context.Context, c *http.Client, u string, v any) (http.Header, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, newHTTPError(resp)
-	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		return nil, fmt.Errorf("GET %s: decoding JSON: %w", u, err)
-	}
-	return resp.Header, nil
 }
 
 type hfRefs struct {
@@ -80,25 +62,21 @@ type hfRef struct {
 	TargetCommit string `json:"targetCommit"`
 }
 
-type hfTreeItem struct {
-	Type string `json:"type"`
-	Oid  string `json:"oid"`
-	Size int64  `json:"size"`
-	Path string `json:"path"`
-	LFS  *struct {
-		Oid  string `json:"oid"`
-		Size int64  `json:"size"`
-	} `json:"lfs"`
-}
-
 // Commit resolves revision (a branch, tag or 40-hex commit) to a commit sha.
 func (h *HF) Commit(ctx context.Context, repo, revision string) (string, error) {
+	if err := CheckRevision(revision); err != nil {
+		return "", err
+	}
 	if isHex(revision, 40) {
 		return revision, nil
 	}
 	var refs hfRefs
-	u := h.api("/api/models/%s/refs", repo)
-	if _, err := getJSON(ctx, h.client, u, &refs); err != nil {
+	u := h.apiURL("/api/models/%s/refs", repo)
+	body, _, err := h.api.get(ctx, u)
+	if err == nil {
+		err = json.Unmarshal(body, &refs)
+	}
+	if err != nil {
 		return "", fmt.Errorf("resolving revision %q of %s: %w", revision, repo, err)
 	}
 	for _, list := range [][]hfRef{refs.Branches, refs.Tags, refs.Converts} {
@@ -108,7 +86,7 @@ func (h *HF) Commit(ctx context.Context, repo, revision string) (string, error) 
 			}
 		}
 	}
-	return "", fmt.Errorf("%s has no branch or tag %q (GET %s)", repo, revision, u)
+	return "", fmt.Errorf("%s has no branch or tag %q (GET %s)", repo, revision, redactURL(u))
 }
 
 // List implements Source: refs, then the recursive tree of that commit.
@@ -121,38 +99,31 @@ func (h *HF) List(ctx context.Context, repo, revision string) (*Snapshot, error)
 		return nil, err
 	}
 	snap := &Snapshot{Source: h.Name(), Repo: repo, Revision: revision, ID: commit}
-	next := h.api("/api/models/%s/tree/%s?recursive=true&expand=false", repo, url.PathEscape(commit))
+	next := h.apiURL("/api/models/%s/tree/%s?recursive=true&expand=false", repo, url.PathEscape(commit))
 	for page := 0; next != ""; page++ {
 		if page > 10000 {
 			return nil, fmt.Errorf("listing %s: too many pages", repo)
 		}
-		var items []hfTreeItem
-		hdr, err := getJSON(ctx, h.client, next, &items)
+		body, hdr, err := h.api.get(ctx, next)
+		if err == nil {
+			var files []File
+			if files, err = parseHFTree(body); err == nil {
+				snap.Files = append(snap.Files, files...)
+			}
+		}
+		if err == nil && len(snap.Files) > maxFiles {
+			err = fmt.Errorf("more than %d files", maxFiles)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("listing files of %s@%s: %w", repo, commit, err)
-		}
-		for _, it := range items {
-			if it.Type != "file" {
-				continue
-			}
-			f := File{Path: it.Path, Size: it.Size}
-			if it.LFS != nil {
-				f.LFS, f.SHA256 = true, strings.ToLower(it.LFS.Oid)
-				if it.LFS.Size > 0 {
-					f.Size = it.LFS.Size
-				}
-			} else if isHex(it.Oid, 40) {
-				f.BlobID = it.Oid
-			}
-			if err := checkRepoPath(f.Path); err != nil {
-				return nil, fmt.Errorf("listing %s: %w", repo, err)
-			}
-			snap.Files = append(snap.Files, f)
 		}
 		next, err = nextLink(next, hdr.Values("Link"))
 		if err != nil {
 			return nil, fmt.Errorf("listing %s: %w", repo, err)
 		}
+	}
+	if err := checkSnapshot(snap); err != nil {
+		return nil, err
 	}
 	return snap, nil
 }
@@ -196,7 +167,7 @@ func nextLink(base string, links []string) (string, error) {
 
 // ResolveURL is {endpoint}/{repo}/resolve/{commit}/{path}.
 func (h *HF) ResolveURL(repo, commit, path string) string {
-	return h.api("/%s/resolve/%s/%s", repo, url.PathEscape(commit), escapePath(path))
+	return h.apiURL("/%s/resolve/%s/%s", repo, url.PathEscape(commit), escapePath(path))
 }
 
 // Locate implements Source: a HEAD on the resolve URL that follows only
@@ -204,6 +175,8 @@ func (h *HF) ResolveURL(repo, commit, path string) string {
 // CDN location, whose X-Linked-* headers are checked against f.
 func (h *HF) Locate(ctx context.Context, snap *Snapshot, f File) (*Location, error) {
 	u := h.ResolveURL(snap.Repo, snap.ID, f.Path)
+	ctx, cancel := context.WithTimeout(ctx, h.api.timeout)
+	defer cancel()
 	for hops := 0; hops < 10; hops++ {
 		req, err := http.NewRequestWithContext(ctx, http.MethodHead, u, nil)
 		if err != nil {
@@ -212,7 +185,7 @@ func (h *HF) Locate(ctx context.Context, snap *Snapshot, f File) (*Location, err
 		req.Header.Set("Accept-Encoding", "identity")
 		resp, err := h.noFollow.Do(req)
 		if err != nil {
-			return nil, fmt.Errorf("resolving %s: %w", f.Path, err)
+			return nil, fmt.Errorf("resolving %s: %w", f.Path, redactErr(err))
 		}
 		resp.Body.Close()
 		if err := checkLinked(resp.Header, snap, f); err != nil {
@@ -222,13 +195,13 @@ func (h *HF) Locate(ctx context.Context, snap *Snapshot, f File) (*Location, err
 		case resp.StatusCode >= 300 && resp.StatusCode < 400:
 			loc := resp.Header.Get("Location")
 			if loc == "" {
-				return nil, fmt.Errorf("HEAD %s: %d without Location", u, resp.StatusCode)
+				return nil, fmt.Errorf("HEAD %s: %d without Location", redactURL(u), resp.StatusCode)
 			}
 			next, err := resp.Request.URL.Parse(loc)
 			if err != nil {
-				return nil, fmt.Errorf("HEAD %s: bad Location: %w", u, err)
+				return nil, fmt.Errorf("HEAD %s: bad Location: %w", redactURL(u), err)
 			}
-			if !strings.EqualFold(next.Host, h.endpoint.Host) {
+			if origin(next) != origin(h.endpoint) {
 				return &Location{URL: next.String()}, nil
 			}
 			u = next.String()
@@ -238,7 +211,7 @@ func (h *HF) Locate(ctx context.Context, snap *Snapshot, f File) (*Location, err
 			}
 			return &Location{URL: u}, nil
 		default:
-			return nil, fmt.Errorf("resolving %s: %w", f.Path, &HTTPError{Method: "HEAD", URL: u, StatusCode: resp.StatusCode})
+			return nil, fmt.Errorf("resolving %s: %w", f.Path, &HTTPError{Method: "HEAD", URL: redactURL(u), StatusCode: resp.StatusCode})
 		}
 	}
 	return nil, fmt.Errorf("resolving %s: too many redirects", f.Path)
@@ -256,19 +229,6 @@ func checkLinked(h http.Header, snap *Snapshot, f File) error {
 	if s := h.Get("X-Linked-Size"); s != "" {
 		if n, err := strconv.ParseInt(s, 10, 64); err == nil && n != f.Size {
 			return fmt.Errorf("%s: X-Linked-Size %d differs from the listed size %d (file changed?)", f.Path, n, f.Size)
-		}
-	}
-	return nil
-}
-
-// checkRepoPath refuses paths that would escape the snapshot folder.
-func checkRepoPath(p string) error {
-	if p == "" || strings.HasPrefix(p, "/") || strings.Contains(p, "\\") || strings.Contains(p, "\x00") {
-		return fmt.Errorf("unsafe file path %q", p)
-	}
-	for _, s := range strings.Split(p, "/") {
-		if s == "" || s == "." || s == ".." {
-			return fmt.Errorf("unsafe file path %q", p)
 		}
 	}
 	return nil

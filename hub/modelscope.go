@@ -18,19 +18,22 @@ const DefaultModelScopeEndpoint = "https://www.modelscope.cn"
 type ModelScope struct {
 	endpoint *url.URL
 	client   *http.Client
+	api      apiClient
 }
 
 // NewModelScope returns a ModelScope client for endpoint
-// (DefaultModelScopeEndpoint when empty). base may be nil.
+// (DefaultModelScopeEndpoint when empty). base may be nil. Its metadata
+// requests follow the default Options' retry policy and limits.
 func NewModelScope(endpoint, userAgent string, base *http.Client) (*ModelScope, error) {
 	if endpoint == "" {
 		endpoint = DefaultModelScopeEndpoint
 	}
 	u, err := url.Parse(strings.TrimRight(endpoint, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("modelscope endpoint %q: want an http(s) URL", endpoint)
+		return nil, fmt.Errorf("modelscope endpoint %s: want an http(s) URL", redactURL(endpoint))
 	}
-	return &ModelScope{endpoint: u, client: newHTTPClient(base, u.Host, "", userAgent)}, nil
+	c := newHTTPClient(base, u, "", userAgent)
+	return &ModelScope{endpoint: u, client: c, api: newAPIClient(c)}, nil
 }
 
 // Name implements Source.
@@ -38,22 +41,6 @@ func (m *ModelScope) Name() string { return "modelscope" }
 
 // Client is the HTTP client used for this source.
 func (m *ModelScope) Client() *http.Client { return m.client }
-
-type msFiles struct {
-	Code    int    `json:"Code"`
-	Message string `json:"Message"`
-	Success *bool  `json:"Success"`
-	Data    struct {
-		Files []struct {
-			Name     string `json:"Name"`
-			Path     string `json:"Path"`
-			Type     string `json:"Type"`
-			Size     int64  `json:"Size"`
-			Sha256   string `json:"Sha256"`
-			Revision string `json:"Revision"`
-		} `json:"Files"`
-	} `json:"Data"`
-}
 
 // List implements Source with GET /api/v1/models/{id}/repo/files.
 func (m *ModelScope) List(ctx context.Context, repo, revision string) (*Snapshot, error) {
@@ -63,29 +50,26 @@ func (m *ModelScope) List(ctx context.Context, repo, revision string) (*Snapshot
 	if revision == "" {
 		revision = "master"
 	}
+	if err := CheckRevision(revision); err != nil {
+		return nil, err
+	}
 	q := url.Values{"Revision": {revision}, "Recursive": {"True"}}
 	u := fmt.Sprintf("%s/api/v1/models/%s/repo/files?%s", m.endpoint, repo, q.Encode())
-	var resp msFiles
-	if _, err := getJSON(ctx, m.client, u, &resp); err != nil {
+	body, _, err := m.api.get(ctx, u)
+	var files []File
+	if err == nil {
+		files, err = parseMSFiles(body)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("listing files of %s@%s on ModelScope: %w", repo, revision, err)
 	}
-	if (resp.Code != 0 && resp.Code != 200) || (resp.Success != nil && !*resp.Success) {
-		return nil, fmt.Errorf("listing files of %s@%s on ModelScope (GET %s): code %d: %s", repo, revision, u, resp.Code, resp.Message)
+	if len(files) == 0 {
+		return nil, fmt.Errorf("%s@%s on ModelScope has no files (GET %s)", repo, revision, redactURL(u))
 	}
-	snap := &Snapshot{Source: m.Name(), Repo: repo, Revision: revision}
-	for _, it := range resp.Data.Files {
-		if it.Type == "tree" || it.Name == ".gitignore" || it.Name == ".gitattributes" {
-			continue
-		}
-		if err := checkRepoPath(it.Path); err != nil {
-			return nil, fmt.Errorf("listing %s on ModelScope: %w", repo, err)
-		}
-		snap.Files = append(snap.Files, File{Path: it.Path, Size: it.Size, SHA256: strings.ToLower(it.Sha256)})
+	snap := &Snapshot{Source: m.Name(), Repo: repo, Revision: revision, Files: files, ID: contentID(files)}
+	if err := checkSnapshot(snap); err != nil {
+		return nil, err
 	}
-	if len(snap.Files) == 0 {
-		return nil, fmt.Errorf("%s@%s on ModelScope has no files (GET %s)", repo, revision, u)
-	}
-	snap.ID = contentID(snap.Files)
 	return snap, nil
 }
 

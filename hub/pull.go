@@ -39,6 +39,8 @@ type Options struct {
 	MaxBackoff    time.Duration // longest retry delay, default 30s
 	MaxRetryAfter time.Duration // cap on a server's Retry-After, default 2m
 	StallTimeout  time.Duration // no byte for this long aborts a request (then retried), default 30s
+	MinRate       int64         // bytes/s a body must average over each StallTimeout window, else it is aborted (then retried), default 1 KiB/s
+	APITimeout    time.Duration // limit on one metadata request (refs, a tree page, a file list, a resolve), body included, default 60s
 	SaveInterval  time.Duration // how often chunk progress is saved, default 1s
 	LockPoll      time.Duration // how often a waiting pull retries the repo lock, default 250ms
 
@@ -74,6 +76,12 @@ func (o *Options) defaults() {
 	}
 	if o.StallTimeout <= 0 {
 		o.StallTimeout = 30 * time.Second
+	}
+	if o.MinRate <= 0 {
+		o.MinRate = 1 << 10
+	}
+	if o.APITimeout <= 0 {
+		o.APITimeout = 60 * time.Second
 	}
 	if o.SaveInterval <= 0 {
 		o.SaveInterval = time.Second
@@ -154,7 +162,12 @@ func NewSource(opts Options) (Source, error) {
 		if tok == "" {
 			tok = Token()
 		}
-		return NewHF(ep, tok, opts.UserAgent, opts.HTTPClient)
+		h, err := NewHF(ep, tok, opts.UserAgent, opts.HTTPClient)
+		if err != nil {
+			return nil, err
+		}
+		h.api.configure(&opts)
+		return h, nil
 	case "modelscope":
 		ep := opts.Endpoint
 		if ep == "" {
@@ -165,7 +178,12 @@ func NewSource(opts Options) (Source, error) {
 				}
 			}
 		}
-		return NewModelScope(ep, opts.UserAgent, opts.HTTPClient)
+		m, err := NewModelScope(ep, opts.UserAgent, opts.HTTPClient)
+		if err != nil {
+			return nil, err
+		}
+		m.api.configure(&opts)
+		return m, nil
 	default:
 		return nil, fmt.Errorf("unknown source %q: want huggingface or modelscope", opts.Source)
 	}
@@ -179,6 +197,14 @@ func Pull(ctx context.Context, opts Options) (*Result, error) {
 	opts.defaults()
 	if _, _, err := splitRepo(opts.Repo); err != nil {
 		return nil, err
+	}
+	if err := CheckRevision(opts.Revision); err != nil {
+		return nil, err
+	}
+	for _, p := range opts.Files {
+		if err := checkRepoPath(p); err != nil {
+			return nil, fmt.Errorf("--files: %w", err)
+		}
 	}
 	store := NewStore(opts.Dir)
 	if opts.Offline {
@@ -196,6 +222,11 @@ func Pull(ctx context.Context, opts Options) (*Result, error) {
 				return res, nil
 			}
 		}
+		return nil, err
+	}
+	// Every Source's listing is checked here, before any work: the
+	// sources check their own too, but a Source is an interface.
+	if err := checkSnapshot(snap); err != nil {
 		return nil, err
 	}
 	var sel []File
@@ -229,7 +260,7 @@ func Pull(ctx context.Context, opts Options) (*Result, error) {
 		}
 		rd, _ := store.RepoDir(opts.Repo)
 		partDir = filepath.Join(rd, ".partial")
-		lockPath = filepath.Join(rd, ".lock")
+		lockPath, _ = store.lockPath(opts.Repo)
 	}
 	if err := os.MkdirAll(partDir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating %s: %w", partDir, err)
@@ -243,17 +274,25 @@ func Pull(ctx context.Context, opts Options) (*Result, error) {
 	defer lk.Unlock()
 
 	d := &downloader{opts: &opts, src: src, snap: snap, client: sourceClient(src), progress: opts.Progress,
-		sem: make(chan struct{}, opts.Connections)}
+		retry: newRetryPolicy(&opts), sem: make(chan struct{}, opts.Connections)}
 	var jobs []*fileJob
 	var total, have, need int64
 	dupes := map[string]string{}
+	recorded := map[File]bool{} // files the snapshot's manifest vouches for
 	if opts.LocalDir == "" {
 		dupes = store.knownContents(opts.Repo, snap.ID)
+		if m, err := store.ReadManifest(opts.Repo, snap.ID); err == nil {
+			for _, f := range m.Files {
+				recorded[f] = true
+			}
+		}
 	}
 	for _, f := range sel {
 		total += f.Size
 		dest := filepath.Join(dir, filepath.FromSlash(f.Path))
-		if st, err := os.Stat(dest); err == nil && st.Mode().IsRegular() && st.Size() == f.Size {
+		if ok, err := present(dest, f, recorded[f]); err != nil {
+			return nil, err
+		} else if ok {
 			have += f.Size
 			continue
 		}
@@ -264,7 +303,10 @@ func Pull(ctx context.Context, opts Options) (*Result, error) {
 				continue
 			}
 		}
-		j := d.newJob(f, partDir, dest)
+		j, err := d.newJob(f, partDir, dest)
+		if err != nil {
+			return nil, err
+		}
 		h := j.load()
 		have += h
 		need += f.Size - h
@@ -294,6 +336,33 @@ func Pull(ctx context.Context, opts Options) (*Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// present says whether dest already holds f. A file the snapshot's
+// manifest records was verified, synced and renamed into place before the
+// manifest was written, so its size is enough; any other file there (left
+// by a pull that crashed before its manifest, or a LocalDir) is hashed
+// again, and removed when it does not match.
+func present(dest string, f File, recorded bool) (bool, error) {
+	st, err := os.Lstat(dest)
+	if err != nil || !st.Mode().IsRegular() || st.Size() != f.Size {
+		return false, nil
+	}
+	if recorded {
+		return true, nil
+	}
+	sum, err := hashFile(dest, f)
+	if err != nil {
+		return false, err
+	}
+	if verify(f, sum) == nil {
+		return true, nil
+	}
+	slog.Warn("a file in the store does not match the listing; fetching it again", "file", f.Path)
+	if err := os.Remove(dest); err != nil {
+		return false, fmt.Errorf("removing unverified %s: %w", dest, err)
+	}
+	return false, nil
 }
 
 // runJobs runs the file jobs, up to Connections files at once; the first

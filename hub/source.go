@@ -80,7 +80,7 @@ func newHTTPError(resp *http.Response) *HTTPError {
 	resp.Body.Close()
 	ra, _ := retryAfter(resp.Header.Get("Retry-After"), time.Now())
 	return &HTTPError{Method: resp.Request.Method, URL: redact(resp.Request.URL), StatusCode: resp.StatusCode,
-		Body: strings.TrimSpace(string(b)), RetryAfter: ra}
+		Body: sanitize(strings.TrimSpace(string(b))), RetryAfter: ra}
 }
 
 // redact drops the query of u (presigned URLs carry signatures).
@@ -105,14 +105,30 @@ func isNetworkError(err error) bool {
 	return errors.As(err, &ne) || errors.As(err, &oe) || errors.As(err, &de) || errors.As(err, &ue)
 }
 
-// tokenTransport adds the bearer token and the User-Agent to requests whose
-// host is the endpoint's host, and only those: redirects to a CDN are new
-// requests that pass through here without the token.
+// tokenTransport adds the bearer token and the User-Agent to requests to
+// the endpoint's origin (scheme, host and port), and only those: redirects
+// to a CDN, or to plain http on the same host, are new requests that pass
+// through here without the token.
 type tokenTransport struct {
 	base      http.RoundTripper
-	host      string // endpoint host[:port]
+	origin    string // of the endpoint, see origin
 	token     string
 	userAgent string
+}
+
+// origin is "scheme://host:port" of u, lowercased, with the scheme's
+// default port filled in.
+func origin(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		switch strings.ToLower(u.Scheme) {
+		case "https":
+			port = "443"
+		case "http":
+			port = "80"
+		}
+	}
+	return strings.ToLower(u.Scheme + "://" + net.JoinHostPort(u.Hostname(), port))
 }
 
 func (t *tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -120,7 +136,7 @@ func (t *tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if t.userAgent != "" && r.Header.Get("User-Agent") == "" {
 		r.Header.Set("User-Agent", t.userAgent)
 	}
-	if t.token != "" && strings.EqualFold(r.URL.Host, t.host) {
+	if t.token != "" && origin(r.URL) == t.origin {
 		r.Header.Set("Authorization", "Bearer "+t.token)
 	} else {
 		r.Header.Del("Authorization")
@@ -130,8 +146,8 @@ func (t *tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // newHTTPClient builds the client used for one source: the default proxy
 // settings (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), no transparent compression
-// (sizes must be real), the token only for endpointHost.
-func newHTTPClient(base *http.Client, endpointHost, token, userAgent string) *http.Client {
+// (sizes must be real), the token only for the endpoint's origin.
+func newHTTPClient(base *http.Client, endpoint *url.URL, token, userAgent string) *http.Client {
 	var rt http.RoundTripper
 	if base != nil && base.Transport != nil {
 		rt = base.Transport
@@ -145,7 +161,7 @@ func newHTTPClient(base *http.Client, endpointHost, token, userAgent string) *ht
 		// larger buffer here would add a copy of every byte.
 		rt = tr
 	}
-	c := &http.Client{Transport: &tokenTransport{base: rt, host: endpointHost, token: token, userAgent: userAgent}}
+	c := &http.Client{Transport: &tokenTransport{base: rt, origin: origin(endpoint), token: token, userAgent: userAgent}}
 	if base != nil {
 		c.Jar = base.Jar
 		c.Timeout = base.Timeout

@@ -55,8 +55,8 @@ func (s *Store) SnapshotDir(repo, id string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if id == "" || strings.ContainsAny(id, `/\`) || id[0] == '.' {
-		return "", fmt.Errorf("bad snapshot id %q", id)
+	if err := checkSnapshotID(id); err != nil {
+		return "", fmt.Errorf("%s: %w", repo, err)
 	}
 	return filepath.Join(rd, id), nil
 }
@@ -83,19 +83,33 @@ type Manifest struct {
 	PulledAt time.Time `json:"pulled_at"`
 }
 
-func refName(rev string) string { return strings.ReplaceAll(rev, "/", "%2F") }
+// refName is the file name of a revision under refs/: "%" and "/" are
+// escaped, so every valid revision (see CheckRevision) has its own name.
+func refName(rev string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(rev, "%", "%25"), "/", "%2F")
+}
 
-// ReadRef returns the snapshot id that revision last resolved to, or "".
+// revisionOf undoes refName.
+func revisionOf(name string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(name, "%2F", "/"), "%25", "%")
+}
+
+// ReadRef returns the snapshot id that revision last resolved to, or ""
+// (also for an invalid revision or a ref file that does not hold an id).
 func (s *Store) ReadRef(repo, revision string) string {
 	rd, err := s.RepoDir(repo)
-	if err != nil {
+	if err != nil || CheckRevision(revision) != nil {
 		return ""
 	}
 	b, err := os.ReadFile(filepath.Join(rd, "refs", refName(revision)))
 	if err != nil {
 		return ""
 	}
-	return strings.TrimSpace(string(b))
+	id := strings.TrimSpace(string(b))
+	if checkSnapshotID(id) != nil {
+		return ""
+	}
+	return id
 }
 
 func (s *Store) writeRef(repo, revision, id string) error {
@@ -103,14 +117,24 @@ func (s *Store) writeRef(repo, revision, id string) error {
 	if err != nil {
 		return err
 	}
+	if err := CheckRevision(revision); err != nil {
+		return err
+	}
+	if err := checkSnapshotID(id); err != nil {
+		return err
+	}
 	return writeFileAtomic(filepath.Join(rd, "refs", refName(revision)), []byte(id+"\n"))
 }
 
-// ReadManifest reads the manifest of a snapshot.
+// ReadManifest reads the manifest of a snapshot and checks it as a
+// listing is checked (a manifest names files to open).
 func (s *Store) ReadManifest(repo, id string) (*Manifest, error) {
 	rd, err := s.RepoDir(repo)
 	if err != nil {
 		return nil, err
+	}
+	if err := checkSnapshotID(id); err != nil {
+		return nil, fmt.Errorf("%s: %w", repo, err)
 	}
 	p := filepath.Join(rd, ".meta", id+".json")
 	b, err := os.ReadFile(p)
@@ -119,6 +143,12 @@ func (s *Store) ReadManifest(repo, id string) (*Manifest, error) {
 	}
 	var m Manifest
 	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", p, err)
+	}
+	if m.ID != id {
+		return nil, fmt.Errorf("manifest %s: id %q, want %q", p, m.ID, id)
+	}
+	if err := checkFiles(m.Files); err != nil {
 		return nil, fmt.Errorf("manifest %s: %w", p, err)
 	}
 	return &m, nil
@@ -153,9 +183,15 @@ func (s *Store) writeManifest(m *Manifest) error {
 // name recorded by an earlier pull, or a snapshot id) without any network.
 // It returns the manifest and the snapshot folder.
 func (s *Store) Local(repo, revision string) (*Manifest, string, error) {
+	if err := CheckRevision(revision); err != nil {
+		return nil, "", err
+	}
 	id := s.ReadRef(repo, revision)
 	if id == "" {
 		id = revision
+	}
+	if checkSnapshotID(id) != nil {
+		return nil, "", fmt.Errorf("%s@%s is not in the store %s (pull it first)", repo, revision, s.Dir)
 	}
 	m, err := s.ReadManifest(repo, id)
 	if err != nil {
@@ -206,7 +242,7 @@ func (s *Store) List() ([]SnapshotInfo, error) {
 		}
 		names, _ := os.ReadDir(filepath.Join(s.Dir, o.Name()))
 		for _, n := range names {
-			if !n.IsDir() {
+			if !n.IsDir() || strings.HasPrefix(n.Name(), ".") { // .rm-* folders being removed
 				continue
 			}
 			repo := o.Name() + "/" + n.Name()
@@ -216,7 +252,7 @@ func (s *Store) List() ([]SnapshotInfo, error) {
 			for _, r := range rs {
 				if b, err := os.ReadFile(filepath.Join(rd, "refs", r.Name())); err == nil {
 					id := strings.TrimSpace(string(b))
-					refs[id] = append(refs[id], strings.ReplaceAll(r.Name(), "%2F", "/"))
+					refs[id] = append(refs[id], revisionOf(r.Name()))
 				}
 			}
 			metas, _ := os.ReadDir(filepath.Join(rd, ".meta"))
@@ -250,8 +286,21 @@ func (s *Store) List() ([]SnapshotInfo, error) {
 	return out, nil
 }
 
+// lockPath is the lock file of a repo: <dir>/.locks/<org>/<name>.lock,
+// outside the repo folder, so that Remove's rename cannot move it and a
+// pull waiting for it and a later one always contend for the same file.
+// Lock files are never removed (removing one would split its waiters).
+func (s *Store) lockPath(repo string) (string, error) {
+	org, name, err := splitRepo(repo)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(s.Dir, ".locks", org, name+".lock"), nil
+}
+
 // Remove deletes a repo (every snapshot, partial download and ref) from the
-// store. It fails if a pull of that repo holds the lock.
+// store. It takes the repo lock that pulls take, and fails at once if a
+// pull of that repo holds it.
 func (s *Store) Remove(repo string) error {
 	rd, err := s.RepoDir(repo)
 	if err != nil {
@@ -263,23 +312,30 @@ func (s *Store) Remove(repo string) error {
 		}
 		return err
 	}
-	l, err := tryLock(filepath.Join(rd, ".lock"))
+	lp, _ := s.lockPath(repo)
+	l, err := tryLock(lp)
 	if err != nil {
 		return fmt.Errorf("removing %s: %w", repo, err)
+	}
+	defer l.Unlock()
+	if testHookRemoveLocked != nil {
+		testHookRemoveLocked()
 	}
 	// Move the folder aside first so a reader never sees half of it.
 	trash := filepath.Join(filepath.Dir(rd), fmt.Sprintf(".rm-%s-%d", filepath.Base(rd), os.Getpid()))
 	if err := os.Rename(rd, trash); err != nil {
-		l.Unlock()
 		return fmt.Errorf("removing %s: %w", repo, err)
 	}
-	l.Unlock()
 	if err := os.RemoveAll(trash); err != nil {
 		return fmt.Errorf("removing %s: %w", trash, err)
 	}
 	_ = os.Remove(filepath.Dir(rd)) // the org folder, if now empty
 	return nil
 }
+
+// testHookRemoveLocked, when set by a test, runs in Remove while it holds
+// the lock.
+var testHookRemoveLocked func()
 
 // fileLock is an advisory flock on a file.
 type fileLock struct{ f *os.File }
@@ -350,8 +406,18 @@ func freeSpace(dir string) (int64, error) {
 	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
-// writeFileAtomic writes b to a temp file next to path and renames it.
+// writeFileAtomic writes b to path durably: a temp file next to it,
+// synced, renamed over path, then the folder synced. A crash leaves the old
+// content or the new one, never a part.
 func writeFileAtomic(path string, b []byte) error {
+	return writeAtomic(path, func(f *os.File) error {
+		_, err := f.Write(b)
+		return err
+	})
+}
+
+// writeAtomic is writeFileAtomic with the content written by fill.
+func writeAtomic(path string, fill func(*os.File) error) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
@@ -359,24 +425,44 @@ func writeFileAtomic(path string, b []byte) error {
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
+	err = fill(f)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
 		os.Remove(f.Name())
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	if err := f.Close(); err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		os.Remove(f.Name())
+	if err := syncDir(filepath.Dir(path)); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil
 }
 
-// linkOrCopy makes dst a hard link of src, or a copy (via a temp file and a
-// rename) where links are not possible.
+// syncDir makes the entries of a folder (a rename into it) durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("syncing folder %s: %w", dir, err)
+	}
+	return nil
+}
+
+// linkOrCopy makes dst a hard link of src, or a copy where links are not
+// possible, durably (see writeAtomic).
 func linkOrCopy(src, dst string) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
@@ -384,27 +470,23 @@ func linkOrCopy(src, dst string) error {
 	tmp := dst + ".tmp-link"
 	_ = os.Remove(tmp)
 	if err := os.Link(src, tmp); err == nil {
-		return os.Rename(tmp, dst)
+		if err := os.Rename(tmp, dst); err != nil {
+			os.Remove(tmp)
+			return err
+		}
+		return syncDir(filepath.Dir(dst))
 	}
 	in, err := os.Open(src)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	out, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("copying %s to %s: %w", src, dst, err)
-	}
-	if err := out.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return os.Rename(tmp, dst)
+	return writeAtomic(dst, func(out *os.File) error {
+		if _, err := io.Copy(out, in); err != nil {
+			return fmt.Errorf("copying %s: %w", src, err)
+		}
+		return nil
+	})
 }
 
 // FindGGUF returns the converted model of repo@revision of the given type

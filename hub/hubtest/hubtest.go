@@ -63,6 +63,7 @@ type Fault struct {
 	StallAfter  int64         // after this many body bytes, send nothing for Stall
 	Stall       time.Duration //
 	Throttle    time.Duration // sleep this long after each 32 KiB
+	Trickle     time.Duration // send one byte, then sleep this long, and so on (a stall timer never fires)
 }
 
 // Server is a fake Hub (and ModelScope) plus its CDN.
@@ -78,6 +79,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	fault    func(Request) Fault
+	apiHook  func(w http.ResponseWriter, r *http.Request) bool
 	repos    map[string]*repo
 	blobs    map[string]*File // sha256 -> LFS file, for the CDN
 	sigGen   int
@@ -205,10 +207,23 @@ func (f *File) SetDiskSHA256(sum string, size int64) { f.sha256, f.size = sum, s
 // SHA256 is the file's real sha256 (after SetRepo).
 func (f *File) SHA256() string { return f.sha256 }
 
+// BlobID is the file's git blob sha1 (after SetRepo; "" for disk files).
+func (f *File) BlobID() string { return f.blob }
+
 // SetFault sets the hook asked for every body request (nil for none).
 func (s *Server) SetFault(f func(Request) Fault) {
 	s.mu.Lock()
 	s.fault = f
+	s.mu.Unlock()
+}
+
+// SetAPIHook sets a hook asked first for every API request (refs, tree,
+// ModelScope's file list and the resolve HEADs; not file bodies): when it
+// returns true it has answered the request itself (a hostile or failing
+// hub), else the request is served normally. nil removes it.
+func (s *Server) SetAPIHook(h func(w http.ResponseWriter, r *http.Request) bool) {
+	s.mu.Lock()
+	s.apiHook = h
 	s.mu.Unlock()
 }
 
@@ -321,6 +336,13 @@ func (s *Server) lookup(id, rev string) (*repo, string, map[string]*File) {
 }
 
 func (s *Server) serveHub(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	hook := s.apiHook
+	s.mu.Unlock()
+	if hook != nil && (strings.HasPrefix(r.URL.Path, "/api/") || r.Method == http.MethodHead) &&
+		!(r.URL.Query().Get("FilePath") != "") && hook(w, r) {
+		return
+	}
 	segs := strings.Split(strings.TrimPrefix(r.URL.EscapedPath(), "/"), "/")
 	for i, x := range segs {
 		segs[i], _ = url.PathUnescape(x)
@@ -563,6 +585,9 @@ func (s *Server) serveBody(w http.ResponseWriter, r *http.Request, host, path st
 		if fault.StallAfter > 0 && sent < fault.StallAfter {
 			m = min(m, fault.StallAfter-sent)
 		}
+		if fault.Trickle > 0 {
+			m = 1
+		}
 		if _, err := content.ReadAt(buf[:m], pos); err != nil && err != io.EOF {
 			return
 		}
@@ -591,10 +616,10 @@ func (s *Server) serveBody(w http.ResponseWriter, r *http.Request, host, path st
 				return
 			}
 		}
-		if fault.Throttle > 0 {
+		if pause := max(fault.Throttle, fault.Trickle); pause > 0 {
 			w.(http.Flusher).Flush()
 			select {
-			case <-time.After(fault.Throttle):
+			case <-time.After(pause):
 			case <-r.Context().Done():
 				return
 			}
