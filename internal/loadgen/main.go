@@ -12,6 +12,14 @@
 //	loadgen -compare base.json batched.json -model NAME
 //	    reads two such lines (parallel 1, then parallel N) and prints the
 //	    comparison as text and as one JSON line.
+//	loadgen -soak 5m -url URL -pid PID -clients 8 [-hostile 7] -label L
+//	    runs well-behaved streaming clients, and hostile ones with -hostile
+//	    (soak.go, hostile.go), against a running server for a fixed time
+//	    after a warm-up, samples the server's RSS from /proc/PID/status, and
+//	    prints one JSON line (scripts/bench-soak.sh).
+//	loadgen -soak-compare baseline.json hostile.json -model NAME
+//	    reads a soak run without and one with hostile clients and prints the
+//	    verdict against the soak targets as text and as one JSON line.
 package main
 
 import (
@@ -59,10 +67,19 @@ func run() error {
 	compare := flag.Bool("compare", false, "compare two result files (base, then batched)")
 	modelName := flag.String("model", "", "model description for -compare's output")
 	strict := flag.Bool("strict", false, "with -compare, also fail when the ratio is below 2x (failed requests always fail)")
+	soak := soakFlags()
 	flag.Parse()
 	switch {
 	case *makeModel != "":
 		return writeModel(*makeModel, *hidden, *layers)
+	case soak.compare:
+		if flag.NArg() != 2 {
+			return errors.New("-soak-compare wants two result files: the baseline run, then the run with hostile clients")
+		}
+		return compareSoaks(os.Stdout, flag.Arg(0), flag.Arg(1), *modelName)
+	case soak.cfg.Duration > 0:
+		soak.cfg.URL, soak.cfg.Key, soak.cfg.Clients, soak.cfg.MaxTokens = *url, *key, *clients, *maxTokens
+		return runSoak(soak.cfg, *label)
 	case *compare:
 		if flag.NArg() != 2 {
 			return errors.New("-compare wants two result files: the parallel-1 run, then the parallel-N run")
@@ -139,21 +156,40 @@ var prompts = []string{
 	"Write a haiku about autumn.", "解释一下量子计算", "List three prime numbers.", "How do I make tea?",
 }
 
+// chatBody is the body of the i-th well-behaved chat completion request.
+func chatBody(i, maxTokens int, stream bool) []byte {
+	req := map[string]any{
+		"messages":   []map[string]string{{"role": "user", "content": prompts[i%len(prompts)]}},
+		"max_tokens": maxTokens,
+	}
+	if stream {
+		req["stream"] = true
+		req["stream_options"] = map[string]bool{"include_usage": true}
+	}
+	body, _ := json.Marshal(req)
+	return body
+}
+
+// chatRequest is the i-th well-behaved chat completion request to url.
+func chatRequest(ctx context.Context, url, key string, i, maxTokens int, stream bool) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+"/v1/chat/completions", bytes.NewReader(chatBody(i, maxTokens, stream)))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	return req, nil
+}
+
 // load sends requests chat completions from clients goroutines.
 func load(url, key string, clients, requests, warmup, maxTokens int) (result, error) {
 	hc := &http.Client{Timeout: 10 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
 	send := func(i int) (prompt, completion int, err error) {
-		body, _ := json.Marshal(map[string]any{
-			"messages":   []map[string]string{{"role": "user", "content": prompts[i%len(prompts)]}},
-			"max_tokens": maxTokens,
-		})
-		req, err := http.NewRequest(http.MethodPost, url+"/v1/chat/completions", bytes.NewReader(body))
+		req, err := chatRequest(context.Background(), url, key, i, maxTokens, false)
 		if err != nil {
 			return 0, 0, err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		if key != "" {
-			req.Header.Set("Authorization", "Bearer "+key)
 		}
 		resp, err := hc.Do(req)
 		if err != nil {
@@ -286,8 +322,9 @@ func round(v float64, digits int) float64 {
 	return math.Round(v*f) / f
 }
 
-func readResult(path string) (result, error) {
-	var r result
+// readResult reads a result line (of type result or soakResult) from path.
+func readResult[T any](path string) (T, error) {
+	var r T
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return r, err
@@ -300,11 +337,11 @@ func readResult(path string) (result, error) {
 
 // compareRuns prints the parallel-N vs parallel-1 comparison.
 func compareRuns(basePath, batchedPath, model string, strict bool) error {
-	base, err := readResult(basePath)
+	base, err := readResult[result](basePath)
 	if err != nil {
 		return err
 	}
-	batched, err := readResult(batchedPath)
+	batched, err := readResult[result](batchedPath)
 	if err != nil {
 		return err
 	}
