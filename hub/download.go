@@ -796,9 +796,12 @@ func parseContentRange(s string) (first, last, total int64, err error) {
 	if last, err = strconv.ParseInt(b, 10, 64); err != nil || last < first {
 		return 0, 0, 0, fmt.Errorf("bad Content-Range %q", s)
 	}
+	if first < 0 {
+		return 0, 0, 0, fmt.Errorf("bad Content-Range %q", s)
+	}
 	total = -1
 	if tot != "*" {
-		if total, err = strconv.ParseInt(tot, 10, 64); err != nil {
+		if total, err = strconv.ParseInt(tot, 10, 64); err != nil || total <= last {
 			return 0, 0, 0, fmt.Errorf("bad Content-Range %q", s)
 		}
 	}

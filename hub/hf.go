@@ -100,10 +100,15 @@ func (h *HF) List(ctx context.Context, repo, revision string) (*Snapshot, error)
 	}
 	snap := &Snapshot{Source: h.Name(), Repo: repo, Revision: revision, ID: commit}
 	next := h.apiURL("/api/models/%s/tree/%s?recursive=true&expand=false", repo, url.PathEscape(commit))
+	seen := map[string]bool{}
 	for page := 0; next != ""; page++ {
 		if page > 10000 {
 			return nil, fmt.Errorf("listing %s: too many pages", repo)
 		}
+		if seen[next] {
+			return nil, fmt.Errorf("listing %s: the pages link back to %s", repo, redactURL(next))
+		}
+		seen[next] = true
 		body, hdr, err := h.api.get(ctx, next)
 		if err == nil {
 			var files []File
@@ -120,6 +125,13 @@ func (h *HF) List(ctx context.Context, repo, revision string) (*Snapshot, error)
 		next, err = nextLink(next, hdr.Values("Link"))
 		if err != nil {
 			return nil, fmt.Errorf("listing %s: %w", repo, err)
+		}
+		if next != "" {
+			// The next page must come from the endpoint: a listing may
+			// not send the client (and its token) elsewhere.
+			if u, err := url.Parse(next); err != nil || origin(u) != origin(h.endpoint) {
+				return nil, fmt.Errorf("listing %s: next page %s is not on the endpoint %s", repo, redactURL(next), redact(h.endpoint))
+			}
 		}
 	}
 	if err := checkSnapshot(snap); err != nil {
@@ -221,7 +233,7 @@ func (h *HF) Locate(ctx context.Context, snap *Snapshot, f File) (*Location, err
 // the listing: a difference means the file changed under us.
 func checkLinked(h http.Header, snap *Snapshot, f File) error {
 	if c := h.Get("X-Repo-Commit"); c != "" && snap.ID != "" && c != snap.ID {
-		return fmt.Errorf("%s: resolve answered for commit %s, listed commit %s (repo changed during the pull?)", f.Path, c, snap.ID)
+		return fmt.Errorf("%s: resolve answered for commit %q, listed commit %s (repo changed during the pull?)", f.Path, sanitize(c), snap.ID)
 	}
 	if et := strings.ToLower(normETag(h.Get("X-Linked-Etag"))); et != "" && f.SHA256 != "" && isHex(et, 64) && et != f.SHA256 {
 		return fmt.Errorf("%s: X-Linked-Etag %s differs from the listed sha256 %s (file changed?)", f.Path, et, f.SHA256)

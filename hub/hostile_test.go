@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -461,5 +462,61 @@ func TestUnrecordedSnapshotFileIsReverified(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(res.Dir, shard1)); !bytes.Equal(b, fs[shard1].Data) {
 		t.Fatal("shard differs")
+	}
+}
+
+// Repo names become two folder names in the store: only the Hub's repo id
+// characters pass, so no name reaches the lock folder or leaves the store.
+func TestRepoNamesAreChecked(t *testing.T) {
+	srv, _ := newServer(t, 102)
+	var asked atomic.Int32
+	srv.SetAPIHook(func(w http.ResponseWriter, r *http.Request) bool { asked.Add(1); return false })
+	for _, repo := range []string{".locks/THUDM", "THUDM/.partial", "a/..", "../a", "a/b/c", "a\x1b[2J/b", "a--b/c", "-a/b", "a./b", "a/b c", "a/" + strings.Repeat("x", 97)} {
+		o := opts(t, srv)
+		o.Repo = repo
+		if _, err := hub.Pull(context.Background(), o); err == nil || !strings.Contains(err.Error(), "repo") {
+			t.Errorf("pull %q: want a repo error, got %v", repo, err)
+		}
+		if err := hub.NewStore(o.Dir).Remove(repo); err == nil || !strings.Contains(err.Error(), "repo") {
+			t.Errorf("rm %q: want a repo error, got %v", repo, err)
+		}
+	}
+	if asked.Load() != 0 {
+		t.Fatal("a bad repo name reached the hub")
+	}
+}
+
+// A tree page's Link rel="next" may not send the client to another host,
+// nor back to a page it has read.
+func TestListingPagesStayOnEndpoint(t *testing.T) {
+	var foreign atomic.Int32
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		foreign.Add(1)
+		w.Write([]byte("[]"))
+	}))
+	defer other.Close()
+	for name, next := range map[string]func(r *http.Request) string{
+		"other host": func(*http.Request) string { return other.URL + "/page2" },
+		"loop":       func(r *http.Request) string { return r.URL.String() },
+	} {
+		t.Run(name, func(t *testing.T) {
+			srv, _ := newServer(t, 103)
+			srv.SetAPIHook(func(w http.ResponseWriter, r *http.Request) bool {
+				if !strings.Contains(r.URL.Path, "/tree/") {
+					return false
+				}
+				w.Header().Set("Link", "<"+next(r)+`>; rel="next"`)
+				w.Write([]byte("[]"))
+				return true
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if _, err := hub.Pull(ctx, opts(t, srv)); err == nil || ctx.Err() != nil {
+				t.Fatalf("want a listing error, got %v", err)
+			}
+			if foreign.Load() != 0 {
+				t.Fatal("the listing sent the client to another host")
+			}
+		})
 	}
 }

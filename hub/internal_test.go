@@ -163,3 +163,31 @@ func FuzzParseListing(f *testing.F) {
 		}
 	})
 }
+
+// A huge Retry-After used to overflow into a negative wait: retries with
+// no pause at all.
+func TestRetryAfterNeverNegative(t *testing.T) {
+	for _, h := range []string{"99999999999", "9223372036854775807", "86401"} {
+		d, ok := retryAfter(h, time.Now())
+		if !ok || d <= 0 || d > 24*time.Hour {
+			t.Errorf("Retry-After %s: %v, %v", h, d, ok)
+		}
+	}
+	if d, ok := retryAfter("-5", time.Now()); ok && d < 0 {
+		t.Errorf("Retry-After -5: %v", d)
+	}
+}
+
+func TestParseContentRangeRefusesNonsense(t *testing.T) {
+	for _, s := range []string{"bytes 0-9/-3", "bytes 0-9/5", "bytes 5-3/10", "bytes -1-3/10", "bytes 0-9", "0-9/10"} {
+		if _, _, _, err := parseContentRange(s); err == nil {
+			t.Errorf("%q accepted", s)
+		}
+	}
+	if a, b, n, err := parseContentRange("bytes 0-9/10"); err != nil || a != 0 || b != 9 || n != 10 {
+		t.Errorf("bytes 0-9/10: %d %d %d %v", a, b, n, err)
+	}
+	if _, _, n, err := parseContentRange("bytes 0-9/*"); err != nil || n != -1 {
+		t.Errorf("bytes 0-9/*: %d %v", n, err)
+	}
+}

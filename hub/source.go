@@ -175,8 +175,10 @@ func retryAfter(h string, now time.Time) (time.Duration, bool) {
 	if h == "" {
 		return 0, false
 	}
-	if s, err := strconv.Atoi(h); err == nil && s >= 0 {
-		return time.Duration(s) * time.Second, true
+	if s, err := strconv.ParseInt(h, 10, 64); err == nil && s >= 0 {
+		// Capped here so the multiplication cannot overflow into a
+		// negative wait (a retry storm); callers cap it further.
+		return time.Duration(min(s, 24*3600)) * time.Second, true
 	}
 	if t, err := http.ParseTime(h); err == nil {
 		d := t.Sub(now)
@@ -197,14 +199,29 @@ func escapePath(p string) string {
 	return strings.Join(parts, "/")
 }
 
-// splitRepo checks "org/name".
+// splitRepo checks "org/name" by the Hub's rules for repo ids: each part
+// of letters, digits, "-", "_" and ".", not starting or ending with "-" or
+// ".", without "--" or "..", at most 96 bytes. Both parts name folders in
+// the store, so nothing else is let through (no ".locks", no "..").
 func splitRepo(repo string) (org, name string, err error) {
 	org, name, ok := strings.Cut(repo, "/")
-	if !ok || org == "" || name == "" || strings.Contains(name, "/") || org == "." || org == ".." ||
-		name == "." || name == ".." || strings.ContainsAny(repo, "\\\x00") {
-		return "", "", fmt.Errorf("repo %q: want <org>/<name>, e.g. THUDM/chatglm3-6b", repo)
+	if !ok || !repoPart(org) || !repoPart(name) {
+		return "", "", fmt.Errorf("repo %q: want <org>/<name> (letters, digits, -, _ and .), e.g. THUDM/chatglm3-6b", repo)
 	}
 	return org, name, nil
+}
+
+func repoPart(s string) bool {
+	if s == "" || len(s) > 96 || strings.Contains(s, "--") || strings.Contains(s, "..") ||
+		strings.ContainsAny(s[:1]+s[len(s)-1:], "-.") {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // normETag strips W/ and quotes from an ETag.

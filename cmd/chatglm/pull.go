@@ -22,6 +22,7 @@ const (
 	keySource      = "hub.source"
 	keyOffline     = "hub.offline"
 	keyConnections = "hub.connections"
+	keyMinRate     = "hub.min-rate"
 	keyRevision    = "pull.revision"
 	keyAll         = "pull.all"
 	keyInclude     = "pull.include"
@@ -43,6 +44,7 @@ func declarePullKeys(cfg *config.Store, cmd *cobra.Command) {
 		config.Key{Name: keyEndpoint, Flag: "endpoint", Default: "", Usage: "API endpoint, e.g. https://hf-mirror.com (default $HF_ENDPOINT or https://huggingface.co)"},
 		config.Key{Name: keyOffline, Flag: "offline", Default: false, Usage: "use only what the local store has"},
 		config.Key{Name: keyConnections, Flag: "connections", Default: 8, Usage: "parallel download connections"},
+		config.Key{Name: keyMinRate, Flag: "min-rate", Default: 1024, Usage: "bytes/s a download must average over each 30 s window, else it is dropped and retried"},
 		config.Key{Name: keyAll, Flag: "all", Default: false, Usage: "download every file of the repo"},
 		config.Key{Name: keyInclude, Flag: "include", Default: []string{}, Usage: "also download files matching these globs"},
 		config.Key{Name: keyQuiet, Flag: "quiet", Short: "q", Default: false, Usage: "no progress output"},
@@ -62,6 +64,7 @@ func pullOptions(cfg *config.Store, repo string, stderr io.Writer) hub.Options {
 		Include:     cfg.Strings(keyInclude),
 		Offline:     cfg.Bool(keyOffline) || os.Getenv("HF_HUB_OFFLINE") == "1",
 		Connections: cfg.Int(keyConnections),
+		MinRate:     int64(cfg.Int(keyMinRate)),
 		Progress:    hub.NoProgress{},
 	}
 	if !cfg.Bool(keyQuiet) {
