@@ -14,7 +14,11 @@
 #   - multi-turn chat TTFT, turn 10 / turn 1 (internal/benchttft, q4_0);
 #   - download throughput against curl (scripts/bench-download.sh);
 #   - server aggregate tokens/s, --parallel 4 against --parallel 1
-#     (scripts/bench-server.sh).
+#     (scripts/bench-server.sh);
+#   - soak: serve --parallel 4 for SOAK_DURATION (default 5m) with 8
+#     streaming clients, without and then with hostile clients: their p99
+#     latency, failures, the server's RSS growth and liveness
+#     (scripts/bench-soak.sh, whose header lists its SOAK_* variables).
 #
 # Cached outside the repository in $CHATGLM_BENCH_DIR (default
 # ~/.cache/chatglm-bench): the 12.5 GB checkpoint, and the GGUFs
@@ -31,7 +35,7 @@
 #   BENCH_REPS      repetitions per test             (2; plus one warm-up run)
 #   BENCH_REPS_F16  repetitions of the f16 tests     (1)
 #   BENCH_SKIP      steps to skip, comma-separated:
-#                   convert,f16,q8_0,q4_0,variants,kernel,ttft,download,server
+#                   convert,f16,q8_0,q4_0,variants,kernel,ttft,download,server,soak
 #   BENCH_OUT       output folder                    (bench-results/<date>)
 # The tg length is in the table (tg16, tg32, tg128); tokens/s of a short
 # generation is slightly higher than tg128's (shorter KV to attend over),
@@ -162,6 +166,11 @@ fi
 if ! skip server; then
 	log "server load (scripts/bench-server.sh)"
 	BIN=$BIN scripts/bench-server.sh >"$RAW/server.txt" || log "bench-server reported a miss or failed (see $RAW/server.txt)"
+fi
+
+if ! skip soak; then
+	log "soak: well-behaved and hostile clients, ${SOAK_DURATION:-5m} per run (scripts/bench-soak.sh)"
+	BIN=$BIN scripts/bench-soak.sh >"$RAW/soak.txt" || log "bench-soak reported a miss or failed (see $RAW/soak.txt)"
 fi
 
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RAW/info.txt"

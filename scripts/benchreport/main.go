@@ -8,7 +8,8 @@
 // bench-<type>.time (GNU time -v) for each model type, convert.txt
 // (scripts/bench-convert.sh), ttft.json (internal/benchttft),
 // download.txt (scripts/bench-download.sh), server.txt
-// (scripts/bench-server.sh) and info.txt; missing files leave their rows out.
+// (scripts/bench-server.sh), soak.txt (scripts/bench-soak.sh) and info.txt;
+// missing files leave their rows out.
 package main
 
 import (
@@ -108,6 +109,43 @@ type Report struct {
 	Variants []Variant         `json:"variants,omitempty"`
 	Kernels  []Kernel          `json:"kernels,omitempty"`
 	Figures  []Pair            `json:"figures"`
+	Soak     *Soak             `json:"soak,omitempty"`
+}
+
+// Soak is the soak run: the verdict line of loadgen -soak-compare
+// (scripts/bench-soak.sh), the fields used here.
+type Soak struct {
+	Model     string    `json:"model"`
+	Pass      bool      `json:"pass"`
+	Misses    []string  `json:"misses,omitempty"`
+	Failures  int       `json:"failures"`
+	P99Ratio  float64   `json:"p99_ratio"`
+	RSSGrowth float64   `json:"rss_growth"`
+	Alive     bool      `json:"alive"`
+	Runs      []SoakRun `json:"runs"` // baseline, hostile
+}
+
+// SoakRun is one run of the soak.
+type SoakRun struct {
+	Label         string  `json:"label"`
+	Clients       int     `json:"clients"`
+	Hostile       int     `json:"hostile"`
+	WarmupSeconds float64 `json:"warmup_s"`
+	Seconds       float64 `json:"duration_s"`
+	Requests      int     `json:"requests"`
+	Failures      int     `json:"failures"`
+	P99Millis     float64 `json:"p99_ms"`
+	RSSWarmKiB    int64   `json:"rss_warm_kib"`
+	RSSEndKiB     int64   `json:"rss_end_kib"`
+	RSSPeakKiB    int64   `json:"rss_peak_kib"`
+	Alive         bool    `json:"alive"`
+	LoadAvg       string  `json:"loadavg_1m"`
+	HostileKinds  []struct {
+		Kind           string         `json:"kind"`
+		Connections    int            `json:"connections"`
+		Outcomes       map[string]int `json:"outcomes"`
+		MaxHeldSeconds float64        `json:"max_held_s"`
+	} `json:"hostile_kinds"`
 }
 
 func main() {
@@ -197,6 +235,10 @@ func build(raw string) (*Report, error) {
 	}
 	if p, ok := serverPair(raw); ok {
 		rep.Figures = append(rep.Figures, p)
+	}
+	if sk, ok := soak(raw); ok {
+		rep.Soak = sk
+		rep.Figures = append(rep.Figures, soakPairs(sk)...)
 	}
 	return rep, nil
 }
@@ -421,6 +463,42 @@ func serverPair(raw string) (Pair, bool) {
 		Note: fmt.Sprintf("%d failures; model: %s", r.Failures, r.Model)}, true
 }
 
+// soak reads the verdict of raw/soak.txt.
+func soak(raw string) (*Soak, bool) {
+	t, ok := readText(raw, "soak.txt")
+	if !ok {
+		return nil, false
+	}
+	var sk Soak
+	if err := json.Unmarshal(lastLine([]byte(t)), &sk); err != nil || len(sk.Runs) != 2 {
+		return nil, false
+	}
+	return &sk, true
+}
+
+// soakPairs are the soak's figures: the well-behaved clients' p99 beside
+// the hostile ones against the baseline's, and the server's RSS growth.
+func soakPairs(sk *Soak) []Pair {
+	base, hostile := sk.Runs[0], sk.Runs[1]
+	yes := map[bool]string{true: "yes", false: "no"}
+	return []Pair{{
+		Name: fmt.Sprintf("soak (%.0f s after %.0f s warm-up), p99 latency of %d streaming clients beside %d hostile ones",
+			hostile.Seconds, hostile.WarmupSeconds, hostile.Clients, hostile.Hostile),
+		Value:    fmt.Sprintf("%.0f ms (%d requests, %d failed)", hostile.P99Millis, hostile.Requests, hostile.Failures),
+		Baseline: fmt.Sprintf("no hostile clients %.0f ms (%d requests, %d failed)", base.P99Millis, base.Requests, base.Failures),
+		Ratio:    sk.P99Ratio, Target: "<= 1.5",
+		Note: fmt.Sprintf("server alive at the end: %s; load average %s / %s; model: %s",
+			yes[sk.Alive], base.LoadAvg, hostile.LoadAvg, sk.Model),
+	}, {
+		Name:     "soak, server RSS at the end / at the end of the warm-up (hostile run)",
+		Value:    fmt.Sprintf("%.1f MiB", float64(hostile.RSSEndKiB)/1024),
+		Baseline: fmt.Sprintf("%.1f MiB", float64(hostile.RSSWarmKiB)/1024),
+		Ratio:    1 + sk.RSSGrowth, Target: "< 1.10",
+		Note: fmt.Sprintf("peak %.1f MiB; baseline run %.1f -> %.1f MiB",
+			float64(hostile.RSSPeakKiB)/1024, float64(base.RSSWarmKiB)/1024, float64(base.RSSEndKiB)/1024),
+	}}
+}
+
 // lastLine returns the last non-empty line that starts with '{'.
 func lastLine(b []byte) []byte {
 	var last []byte
@@ -515,6 +593,34 @@ func markdown(r *Report) string {
 		b.WriteString("| ------ | ----: | -------: | ----: | -----: | ---- |\n")
 		for _, p := range r.Figures {
 			fmt.Fprintf(&b, "| %s | %s | %s | %.2f | %s | %s |\n", p.Name, p.Value, p.Baseline, p.Ratio, p.Target, p.Note)
+		}
+	}
+	if sk := r.Soak; sk != nil {
+		verdict := "all targets met"
+		if !sk.Pass {
+			verdict = "missed: " + strings.Join(sk.Misses, "; ")
+		}
+		fmt.Fprintf(&b, "\n## Soak: what the server did to each hostile client (scripts/bench-soak.sh)\n\nVerdict: %s.\n\n", verdict)
+		b.WriteString("| hostile kind | connections | outcomes | longest a slow connection was kept |\n")
+		b.WriteString("| ------------ | ----------: | -------- | ---------------------------------: |\n")
+		for _, k := range sk.Runs[1].HostileKinds {
+			names := make([]string, 0, len(k.Outcomes))
+			for o := range k.Outcomes {
+				names = append(names, o)
+			}
+			sort.Slice(names, func(i, j int) bool {
+				a, b := k.Outcomes[names[i]], k.Outcomes[names[j]]
+				return a > b || a == b && names[i] < names[j]
+			})
+			var parts []string
+			for _, o := range names {
+				parts = append(parts, fmt.Sprintf("%s x%d", o, k.Outcomes[o]))
+			}
+			held := ""
+			if k.MaxHeldSeconds > 0 {
+				held = fmt.Sprintf("%.1f s", k.MaxHeldSeconds)
+			}
+			fmt.Fprintf(&b, "| %s | %d | %s | %s |\n", k.Kind, k.Connections, strings.Join(parts, ", "), held)
 		}
 	}
 	return b.String()
