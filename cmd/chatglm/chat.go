@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"sort"
@@ -21,16 +22,21 @@ import (
 	"github.com/chatglm/chatglm/chat"
 	"github.com/chatglm/chatglm/chat/backend"
 	"github.com/chatglm/chatglm/internal/config"
+	"github.com/chatglm/chatglm/internal/lineedit"
 )
 
 func init() { register(newChatCmd) }
 
 const chatLong = `Chat with the model in the terminal, streaming each reply as it is generated.
 
-Type a message and press Enter. A line ending in \ continues on the next line;
-""" starts a block that runs until a line ending in """. exit, quit or 退出
-(or Ctrl-D) ends the chat; Ctrl-C stops the reply being written, not the
-program. Commands:
+Type a message after "你: " and press Enter; the reply follows "AI: ". A line
+ending in \ continues on the next line; """ starts a block that runs until a
+line ending in """. exit, quit or 退出 (any case, spaces around ignored) or
+Ctrl-D on an empty line ends the chat; Ctrl-C stops the reply being written,
+or clears the line being typed. On a terminal the line can be edited (arrows,
+Home/End, Ctrl-U/K/W, Alt-B/F), Up/Down and Ctrl-R recall earlier messages
+(kept in $XDG_STATE_HOME/chatglm/history), and a pasted block is one message.
+Commands:
 
   /clear              forget the conversation (the system prompt stays)
   /system [TEXT]      show or set the system prompt
@@ -43,10 +49,17 @@ program. Commands:
   /stats              load time, token counts and speeds of the last reply
   /help               this list
 
-When stdin or stdout is not a terminal (a pipe or a file) there is no prompt
-and no "AI:" prefix: each input line is one message and each reply one line.
-With --session FILE the conversation is loaded from FILE when it exists and
-saved to it after every change.`
+When stdin or stdout is not a terminal (a pipe or a file) there is no prompt,
+no "AI:" prefix, no line editing and no history file: each input line is one
+message and each reply one line. With --session FILE the conversation is
+loaded from FILE when it exists and saved to it after every change.`
+
+// Config keys of the chat REPL (file and environment only).
+const (
+	keyChatPrompt      = "chat.prompt"
+	keyChatHistory     = "chat.history"
+	keyChatHistorySize = "chat.history_size"
+)
 
 // newChatCmd builds `chatglm chat`.
 func newChatCmd(cfg *config.Store) *cobra.Command {
@@ -64,6 +77,11 @@ func newChatCmd(cfg *config.Store) *cobra.Command {
 	}
 	declareModelKeys(cfg, cmd)
 	declareSamplingKeys(cfg, cmd)
+	cfg.Declare(cmd.Flags(),
+		config.Key{Name: keyChatPrompt, Default: "你: ", Usage: "the prompt before each message on a terminal (the recipe's input(\"\\n你: \"))"},
+		config.Key{Name: keyChatHistory, Default: true, Usage: "keep the messages typed on a terminal in $XDG_STATE_HOME/chatglm/history (false: this session only)"},
+		config.Key{Name: keyChatHistorySize, Default: 1000, Usage: "most messages the history file keeps"},
+	)
 	cmd.Flags().StringVar(&session, "session", "", "load the conversation from FILE if it exists and save it there after every turn")
 	cmd.Flags().StringVar(&system, "system", "", "system prompt")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print load time and prompt/generation speed to stderr")
@@ -83,7 +101,7 @@ func runChat(cmd *cobra.Command, cfg *config.Store, session, system string, verb
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 
-	stdin, stdout := cmd.InOrStdin(), cmd.OutOrStdout()
+	stdin, stdout, stderr := cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()
 	interactive := isTTY(stdin) && isTTY(stdout)
 	if interactive && !cmd.Flags().Changed("log-level") && os.Getenv("CHATGLM_LOG_LEVEL") == "" {
 		// llama.cpp's load-time warnings would land between the prompts;
@@ -91,6 +109,10 @@ func runChat(cmd *cobra.Command, cfg *config.Store, session, system string, verb
 		if err := setupLogging("error"); err != nil {
 			return err
 		}
+	}
+	st := newChatStyle(interactive)
+	if interactive {
+		fmt.Fprintln(stdout, "正在加载本地模型...")
 	}
 	loadCtx, cancelLoad := context.WithCancel(ctx)
 	defer cancelLoad()
@@ -101,10 +123,12 @@ func runChat(cmd *cobra.Command, cfg *config.Store, session, system string, verb
 		case <-loadCtx.Done():
 		}
 	}()
-	lm, err := openModel(loadCtx, cfg, 1, cmd.ErrOrStderr(), verbose)
+	lm, err := openModel(loadCtx, cfg, 1, stderr, verbose)
 	cancelLoad()
 	if err != nil {
-		return err
+		// The recipe's words, then how to get a model.
+		fmt.Fprintf(stderr, "加载模型失败: %v\n请尝试先下载模型到本地 (chatglm get THUDM/chatglm3-6b)，或者使用API方案 (chatglm serve)\n", err)
+		return exitError{1}
 	}
 	defer lm.Close()
 	conv, release, err := backend.NewConversation(ctx, lm.Engine, lm.Model, chat.Options{Sampling: sampling, MaxTokens: maxTokens})
@@ -113,9 +137,10 @@ func runChat(cmd *cobra.Command, cfg *config.Store, session, system string, verb
 	}
 	defer release()
 	r := &repl{
-		conv: conv, in: bufio.NewReader(stdin), out: stdout, errOut: cmd.ErrOrStderr(),
+		conv: conv, out: stdout, errOut: stderr, style: st,
 		interactive: interactive, verbose: verbose, session: session, loadTime: lm.LoadTime,
 		ctxSize: lm.Engine.ContextSize(),
+		prompt:  st.prompt(cfg.String(keyChatPrompt)), more: st.prompt(promptMore),
 	}
 	if session != "" {
 		if msgs, err := chat.LoadMessagesFile(session); err == nil {
@@ -129,6 +154,17 @@ func runChat(cmd *cobra.Command, cfg *config.Store, session, system string, verb
 	if system != "" {
 		conv.SetSystem(system)
 	}
+	if interactive {
+		ed, err := newChatEditor(cfg, stdin.(*os.File), stdout, stderr)
+		if err != nil {
+			return err
+		}
+		defer ed.Close()
+		r.lines, r.editor = ed, ed
+		fmt.Fprintln(stdout, "模型加载完成!"+st.dim("  (/help 查看命令，exit 退出)"))
+	} else {
+		r.lines = pipeLines{bufio.NewReader(stdin)}
+	}
 	return r.run(ctx, sigs)
 }
 
@@ -138,16 +174,40 @@ func isTTY(v any) bool {
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
+// lineReader reads one line of input after showing prompt.
+type lineReader interface {
+	ReadLine(prompt string) (string, error)
+}
+
+// pipeLines reads lines from a pipe or file: no prompt, no editing. The
+// last line may lack its newline; io.EOF follows it.
+type pipeLines struct{ r *bufio.Reader }
+
+// ReadLine implements lineReader.
+func (p pipeLines) ReadLine(string) (string, error) {
+	line, err := p.r.ReadString('\n')
+	if errors.Is(err, io.EOF) && line != "" {
+		err = nil
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("read input: %w", err)
+	}
+	return strings.TrimRight(line, "\r\n"), err
+}
+
 // repl is the read-eval-print loop of `chatglm chat`.
 type repl struct {
-	conv        *chat.Conversation
-	in          *bufio.Reader
-	out, errOut io.Writer
-	interactive bool
-	verbose     bool
-	session     string
-	loadTime    time.Duration
-	ctxSize     int
+	conv         *chat.Conversation
+	lines        lineReader
+	editor       *lineedit.Editor // the terminal's editor; nil on a pipe
+	out, errOut  io.Writer
+	style        chatStyle
+	interactive  bool
+	verbose      bool
+	session      string
+	loadTime     time.Duration
+	ctxSize      int
+	prompt, more string
 
 	mu        sync.Mutex
 	cancelGen context.CancelFunc // set while a reply is generated
@@ -155,7 +215,6 @@ type repl struct {
 }
 
 const (
-	promptMain = ">>> "
 	promptMore = "... "
 	replyLabel = "AI: "
 )
@@ -171,40 +230,36 @@ func (r *repl) run(ctx context.Context, sigs <-chan os.Signal) error {
 				r.mu.Lock()
 				cancel := r.cancelGen
 				r.mu.Unlock()
-				switch {
-				case s == syscall.SIGTERM:
-					if cancel != nil {
-						cancel()
-					}
+				if cancel != nil {
+					cancel() // Ctrl-C stops the reply; SIGTERM too, then ends
+				}
+				if s == syscall.SIGTERM {
 					close(terminated)
+					if r.editor != nil {
+						_ = r.editor.Close() // wakes a ReadLine and restores the terminal
+					}
 					return
-				case cancel != nil:
-					cancel() // Ctrl-C stops the reply
-				case r.interactive:
-					fmt.Fprint(r.out, "\n(exit, quit or Ctrl-D ends the chat)\n"+promptMain)
 				}
 			case <-done:
 				return
 			}
 		}
 	}()
-	if r.interactive {
-		fmt.Fprintln(r.out, "欢迎使用 ChatGLM3-6B 模型，输入内容即可进行对话。/help 查看命令，exit 退出。")
-	}
-	for {
+	isTerminated := func() bool {
 		select {
 		case <-terminated:
-			return nil
+			return true
 		default:
+			return false
 		}
+	}
+	for !isTerminated() {
 		text, eof, err := r.readMessage()
+		if isTerminated() {
+			return nil
+		}
 		if err != nil {
 			return err
-		}
-		select {
-		case <-terminated:
-			return nil
-		default:
 		}
 		if strings.TrimSpace(text) != "" {
 			quit, err := r.handle(ctx, text)
@@ -216,66 +271,98 @@ func (r *repl) run(ctx context.Context, sigs <-chan os.Signal) error {
 			}
 		}
 		if eof {
-			if r.interactive {
-				fmt.Fprintln(r.out)
-			}
 			return nil
 		}
 	}
+	return nil
 }
 
 // readMessage reads one message: a line, lines joined by a trailing \, or a
-// """ block.
+// """ block. On a terminal each message starts after a blank line, as the
+// recipe's input("\n你: ") does; Ctrl-C drops what was typed.
 func (r *repl) readMessage() (string, bool, error) {
 	var lines []string
 	block := false
-	prompt := promptMain
 	for {
-		if r.interactive {
-			fmt.Fprint(r.out, prompt)
+		prompt := r.more
+		if len(lines) == 0 && !block {
+			prompt = r.prompt
+			if r.interactive {
+				fmt.Fprintln(r.out)
+			}
 		}
-		line, err := r.in.ReadString('\n')
+		line, err := r.lines.ReadLine(prompt)
+		if errors.Is(err, lineedit.ErrInterrupt) {
+			if len(lines) == 0 && !block && line == "" {
+				r.note("exit, quit or Ctrl-D ends the chat")
+			}
+			lines, block = nil, false
+			continue
+		}
 		eof := errors.Is(err, io.EOF)
 		if err != nil && !eof {
-			return "", false, fmt.Errorf("read input: %w", err)
+			return "", false, err
 		}
-		line = strings.TrimRight(line, "\r\n")
+		if eof && line == "" && len(lines) == 0 {
+			return "", true, nil
+		}
 		switch {
 		case block:
 			if strings.HasSuffix(line, `"""`) {
 				lines = append(lines, strings.TrimSuffix(line, `"""`))
-				return strings.Join(lines, "\n"), eof, nil
+				return r.remember(strings.Join(lines, "\n")), eof, nil
 			}
 			lines = append(lines, line)
 		case len(lines) == 0 && strings.HasPrefix(strings.TrimSpace(line), `"""`):
 			rest := strings.TrimPrefix(strings.TrimSpace(line), `"""`)
 			if len(rest) >= 3 && strings.HasSuffix(rest, `"""`) {
-				return strings.TrimSuffix(rest, `"""`), eof, nil
+				return r.remember(strings.Trim(strings.TrimSuffix(rest, `"""`), "\n")), eof, nil
 			}
 			block = true
-			if rest != "" {
+			if rest = strings.TrimPrefix(rest, "\n"); rest != "" {
 				lines = append(lines, rest)
 			}
 		case strings.HasSuffix(line, `\`):
 			lines = append(lines, strings.TrimSuffix(line, `\`))
 		default:
-			lines = append(lines, line)
-			return strings.Join(lines, "\n"), eof, nil
+			// A paste may end in a newline; it is not part of the message.
+			lines = append(lines, strings.TrimRight(line, "\n"))
+			return r.remember(strings.Join(lines, "\n")), eof, nil
 		}
 		if eof {
-			return strings.Join(lines, "\n"), true, nil
+			return r.remember(strings.Join(lines, "\n")), true, nil
 		}
-		prompt = promptMore
 	}
+}
+
+// remember adds a message read on a terminal to the history and returns it.
+func (r *repl) remember(text string) string {
+	if r.editor == nil || isExitWord(text) {
+		return text
+	}
+	if err := r.editor.History.Add(text); err != nil {
+		r.note("history: " + err.Error())
+	}
+	return text
+}
+
+// isExitWord reports whether a message ends the chat: the recipe's
+// user_input.lower() in ['退出', 'exit', 'quit'], spaces around ignored,
+// and /exit, /quit, /bye.
+func isExitWord(text string) bool {
+	switch strings.ToLower(strings.TrimSpace(text)) {
+	case "exit", "quit", "退出", "/exit", "/quit", "/bye":
+		return true
+	}
+	return false
 }
 
 // handle runs a command or sends a message; it reports whether to quit.
 func (r *repl) handle(ctx context.Context, text string) (bool, error) {
-	trimmed := strings.TrimSpace(text)
-	switch trimmed {
-	case "exit", "quit", "退出", "/exit", "/quit", "/bye":
+	if isExitWord(text) {
 		return true, nil
 	}
+	trimmed := strings.TrimSpace(text)
 	if strings.HasPrefix(trimmed, "/") && !strings.Contains(trimmed, "\n") {
 		name, arg, _ := strings.Cut(trimmed, " ")
 		arg = strings.TrimSpace(arg)
@@ -378,7 +465,7 @@ func chatHelp() string {
 // note prints a message about the REPL itself (not a reply).
 func (r *repl) note(s string) {
 	if r.interactive {
-		fmt.Fprintln(r.out, "("+s+")")
+		fmt.Fprintln(r.out, r.style.dim("("+s+")"))
 	} else {
 		fmt.Fprintln(r.errOut, s)
 	}
@@ -466,10 +553,16 @@ func (r *repl) send(ctx context.Context, m chat.Message) {
 		r.mu.Unlock()
 		cancel()
 	}()
+	if slog.Default().Enabled(ctx, slog.LevelDebug) {
+		// The prompt ids, for checking what a turn carries (tests use it).
+		if p, err := r.conv.Plan(m); err == nil {
+			slog.Debug("chat prompt", "ids", p.IDs)
+		}
+	}
 	started := false
 	start := func() {
 		if !started && r.interactive {
-			fmt.Fprint(r.out, replyLabel)
+			fmt.Fprint(r.out, r.style.label(replyLabel))
 		}
 		started = true
 	}

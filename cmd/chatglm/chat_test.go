@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,8 +20,10 @@ import (
 
 	"github.com/chatglm/chatglm/chat"
 	"github.com/chatglm/chatglm/convert"
+	"github.com/chatglm/chatglm/internal/config"
 	"github.com/chatglm/chatglm/internal/testdata"
 	"github.com/chatglm/chatglm/internal/testmodel"
+	"github.com/chatglm/chatglm/internal/vtscreen"
 )
 
 // The end-to-end tests run the real program: this test binary re-executes
@@ -46,7 +50,7 @@ func helperCmd(t *testing.T, args ...string) *exec.Cmd {
 	a, _ := json.Marshal(args)
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), helperEnv+"=1", helperArgsEnv+"="+string(a),
-		"CHATGLM_LOG_LEVEL=error", "XDG_CONFIG_HOME="+t.TempDir())
+		"CHATGLM_LOG_LEVEL=error", "XDG_CONFIG_HOME="+t.TempDir(), "XDG_STATE_HOME="+t.TempDir(), "NO_COLOR=")
 	return cmd
 }
 
@@ -75,17 +79,44 @@ func tinyModel(t *testing.T) string {
 	return path
 }
 
-// screen collects what the program writes to its terminal.
+// screen collects what the program writes to its terminal, as bytes and
+// as what a 200x60 terminal would show.
 type screen struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 	pos int // start of the part not yet matched by expect
+	vt  *vtscreen.Screen
 }
 
 func (s *screen) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.vt.Write(p)
 	return s.buf.Write(p)
+}
+
+// raw returns everything written so far.
+func (s *screen) raw() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
+
+// expectCursor waits until the terminal's cursor row shows text with the
+// cursor col cells into it.
+func (s *screen) expectCursor(t *testing.T, text string, col int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got, x := s.vt.CursorLine()
+		if got == text && x == col {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cursor row %q at column %d, want %q at %d; screen:\n%s", got, x, text, col, s.vt.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // expect waits until want appears after the last match and moves past it.
@@ -119,12 +150,20 @@ type ptyTerm struct {
 
 func startTerm(t *testing.T, args ...string) *ptyTerm {
 	t.Helper()
+	return startTermEnv(t, nil, args...)
+}
+
+// startTermEnv runs the program in a 200x60 pseudo-terminal with env added
+// to its environment.
+func startTermEnv(t *testing.T, env []string, args ...string) *ptyTerm {
+	t.Helper()
 	cmd := helperCmd(t, args...)
-	f, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 40, Cols: 200})
+	cmd.Env = append(cmd.Env, env...)
+	f, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 60, Cols: 200})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tm := &ptyTerm{t: t, pty: f, cmd: cmd, scr: &screen{}, done: make(chan error, 1)}
+	tm := &ptyTerm{t: t, pty: f, cmd: cmd, scr: &screen{vt: vtscreen.New(200, 60)}, done: make(chan error, 1)}
 	go func() { _, _ = io.Copy(tm.scr, f) }()
 	go func() { tm.done <- cmd.Wait() }()
 	t.Cleanup(func() {
@@ -157,12 +196,12 @@ func TestREPLInTerminal(t *testing.T) {
 	model := tinyModel(t)
 	dir := t.TempDir()
 	tm := startTerm(t, "chat", "-m", model, "--ctx-size", "4096", "--temperature", "0", "--max-tokens", "16")
-	tm.scr.expect(t, "欢迎使用 ChatGLM3-6B")
-	tm.scr.expect(t, ">>> ")
+	tm.scr.expect(t, "模型加载完成!")
+	tm.scr.expect(t, "你: ")
 
 	tm.typeText("你好\n")
 	tm.scr.expect(t, "AI: ")
-	tm.scr.expect(t, "\n>>> ")
+	tm.scr.expect(t, "你: ")
 
 	tm.typeText("/system 你是一个乐于助人的助手。\n")
 	tm.scr.expect(t, "(system prompt set)")
@@ -179,10 +218,10 @@ func TestREPLInTerminal(t *testing.T) {
 	tm.scr.expect(t, "... ")
 	tm.typeText("第二行\n")
 	tm.scr.expect(t, "AI: ")
-	tm.scr.expect(t, "\n>>> ")
+	tm.scr.expect(t, "你: ")
 	tm.typeText("\"\"\"\n块一\n块二\n\"\"\"\n")
 	tm.scr.expect(t, "AI: ")
-	tm.scr.expect(t, "\n>>> ")
+	tm.scr.expect(t, "你: ")
 
 	tm.typeText("/history\n")
 	tm.scr.expect(t, "system: 你是一个乐于助人的助手。")
@@ -224,7 +263,7 @@ func TestREPLInTerminal(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	tm.typeText("\x03")
 	tm.scr.expect(t, "(stopped)")
-	tm.scr.expect(t, ">>> ")
+	tm.scr.expect(t, "你: ")
 	tm.typeText("/unknown\n")
 	tm.scr.expect(t, "(unknown command /unknown")
 
@@ -241,10 +280,10 @@ func TestREPLSessionAndCtrlD(t *testing.T) {
 	session := filepath.Join(t.TempDir(), "session.json")
 	args := []string{"chat", "-m", model, "--ctx-size", "1024", "--temperature", "0", "--max-tokens", "8", "--session", session}
 	tm := startTerm(t, args...)
-	tm.scr.expect(t, ">>> ")
+	tm.scr.expect(t, "你: ")
 	tm.typeText("记住这句话\n")
 	tm.scr.expect(t, "AI: ")
-	tm.scr.expect(t, "\n>>> ")
+	tm.scr.expect(t, "你: ")
 	tm.typeText("\x04")
 	if err := tm.wait(); err != nil {
 		t.Fatalf("Ctrl-D: %v", err)
@@ -254,7 +293,7 @@ func TestREPLSessionAndCtrlD(t *testing.T) {
 		t.Fatalf("session: %v %+v", err, msgs)
 	}
 	tm = startTerm(t, args...)
-	tm.scr.expect(t, ">>> ")
+	tm.scr.expect(t, "你: ")
 	tm.typeText("/history\n")
 	tm.scr.expect(t, "user: 记住这句话")
 	tm.typeText("exit\n")
@@ -429,5 +468,227 @@ func TestModelByNameFromStore(t *testing.T) {
 	v := runJSON(t, "", "run", "-m", "THUDM/chatglm3-6b", "--models-dir", store, "-p", "你好", "--dry-run")
 	if v["model"] != want {
 		t.Fatalf("dry run used %v", v["model"])
+	}
+}
+
+// promptIDs returns the ids of each "chat prompt" debug record in a log.
+func promptIDs(t *testing.T, log string) [][]int32 {
+	t.Helper()
+	var out [][]int32
+	for _, m := range regexp.MustCompile(`msg="chat prompt" ids="?\[([0-9 ]*)\]`).FindAllStringSubmatch(log, -1) {
+		var ids []int32
+		for _, f := range strings.Fields(m[1]) {
+			n, err := strconv.Atoi(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, int32(n))
+		}
+		out = append(out, ids)
+	}
+	return out
+}
+
+// checkCarried checks that turn 2's prompt is turn 1's conversation (the
+// first two messages of session) continued by q2, as `run --dry-run`
+// builds it, and that it starts with turn 1's prompt.
+func checkCarried(t *testing.T, model, session, q2 string, prompts [][]int32) {
+	t.Helper()
+	if len(prompts) != 2 {
+		t.Fatalf("%d prompts logged, want 2", len(prompts))
+	}
+	msgs, err := chat.LoadMessagesFile(session)
+	if err != nil || len(msgs) < 2 {
+		t.Fatalf("session: %v %+v", err, msgs)
+	}
+	first := filepath.Join(t.TempDir(), "turn1.json")
+	if err := chat.SaveMessagesFile(first, msgs[:2]); err != nil {
+		t.Fatal(err)
+	}
+	want := ids(runJSON(t, "", "run", "-m", model, "--messages", first, "-p", q2, "--dry-run")["ids"])
+	if !slices.Equal(prompts[1], want) {
+		t.Fatalf("turn 2 prompt\n%v\nwant (turn 1 carried)\n%v", prompts[1], want)
+	}
+	if !slices.Equal(prompts[1][:len(prompts[0])-1], prompts[0][:len(prompts[0])-1]) {
+		t.Fatalf("turn 2 prompt %v does not start with turn 1's %v", prompts[1], prompts[0])
+	}
+}
+
+// logLines matches the log records in a terminal's output.
+var logLines = regexp.MustCompile(`time=[^\n]*\n`)
+
+// TestRecipeSessionInTerminal replays the recipe's session: the load
+// announcements, a blank line and "你: " before each message, "AI: " before
+// each reply, the history carried into turn 2, and " EXIT " ending it.
+func TestRecipeSessionInTerminal(t *testing.T) {
+	model := tinyModel(t)
+	session := filepath.Join(t.TempDir(), "s.json")
+	tm := startTermEnv(t, []string{"CHATGLM_LOG_LEVEL=debug"},
+		"chat", "-m", model, "--gpu-layers", "0", "--ctx-size", "1024", "--temperature", "0", "--max-tokens", "8", "--session", session)
+	tm.scr.expect(t, "正在加载本地模型...")
+	tm.scr.expect(t, "模型加载完成!")
+	tm.scr.expect(t, "你: ")
+	tm.typeText("你好\r")
+	tm.scr.expect(t, "AI: ")
+	tm.scr.expect(t, "你: ")
+	tm.typeText("晚上睡不着应该怎么办\r")
+	tm.scr.expect(t, "AI: ")
+	tm.scr.expect(t, "你: ")
+	tm.typeText(" EXIT \r")
+	if err := tm.wait(); err != nil {
+		t.Fatalf("EXIT: %v", err)
+	}
+	raw := tm.scr.raw()
+	checkCarried(t, model, session, "晚上睡不着应该怎么办", promptIDs(t, raw))
+
+	// The transcript, log records left out, line by line against the
+	// recipe's (the replies are the tiny model's words).
+	vt := vtscreen.New(200, 200)
+	vt.Write([]byte(logLines.ReplaceAllString(raw, "")))
+	lines := strings.Split(vt.String(), "\n")
+	want := []string{"正在加载本地模型...", "模型加载完成!  (/help 查看命令，exit 退出)", "", "你: 你好", "AI: *", "", "你: 晚上睡不着应该怎么办", "AI: *", "", "你:  EXIT"}
+	if len(lines) != len(want) {
+		t.Fatalf("transcript has %d lines, want %d:\n%s", len(lines), len(want), vt.String())
+	}
+	for i, w := range want {
+		if got := lines[i]; got != w && !(strings.HasSuffix(w, "*") && strings.HasPrefix(got, strings.TrimSuffix(w, "*"))) {
+			t.Fatalf("line %d: %q, want %q; transcript:\n%s", i+1, got, w, vt.String())
+		}
+	}
+	if strings.Contains(raw, "\x1b[1;36mAI: \x1b[0m") == false {
+		t.Fatalf("no coloured AI: label on the terminal")
+	}
+}
+
+// TestRecipeSessionOnPipe: the same session on a pipe, ended by " Quit ":
+// replies only on stdout, the history carried into turn 2, nothing after
+// Quit sent, no history file.
+func TestRecipeSessionOnPipe(t *testing.T) {
+	model := tinyModel(t)
+	state := t.TempDir()
+	session := filepath.Join(t.TempDir(), "s.json")
+	cmd := helperCmd(t, "chat", "-m", model, "--gpu-layers", "0", "--ctx-size", "1024", "--temperature", "0", "--max-tokens", "8", "--session", session)
+	cmd.Env = append(cmd.Env, "CHATGLM_LOG_LEVEL=debug", "XDG_STATE_HOME="+state)
+	cmd.Stdin = strings.NewReader("你好\n晚上睡不着应该怎么办\n Quit \n这一句不发送\n")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%v\n%s", err, stderr.String())
+	}
+	out := stdout.String()
+	if n := strings.Count(out, "\n"); n != 2 || strings.Contains(out, "AI:") || strings.Contains(out, "模型") || strings.Contains(out, "\x1b") {
+		t.Fatalf("stdout on a pipe:\n%q", out)
+	}
+	checkCarried(t, model, session, "晚上睡不着应该怎么办", promptIDs(t, stderr.String()))
+	if entries, _ := os.ReadDir(state); len(entries) != 0 {
+		t.Fatalf("a pipe wrote state: %v", entries)
+	}
+}
+
+// TestExitWords: the recipe's user_input.lower() in ['退出', 'exit', 'quit'].
+func TestExitWords(t *testing.T) {
+	for _, s := range []string{"exit", "EXIT", " Quit ", "退出", " 退出\t", "/bye"} {
+		if !isExitWord(s) {
+			t.Errorf("%q does not end the chat", s)
+		}
+	}
+	for _, s := range []string{"exit now", "quitter", "", "退出了"} {
+		if isExitWord(s) {
+			t.Errorf("%q ends the chat", s)
+		}
+	}
+}
+
+// TestChatDefaultsFollowRecipe: chat, run and serve default to the recipe's
+// temperature 0.7 and chat()'s top_p 0.8.
+func TestChatDefaultsFollowRecipe(t *testing.T) {
+	root := newRoot(config.New())
+	for _, name := range []string{"chat", "run", "serve"} {
+		c, _, err := root.Find([]string{name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f := c.Flags().Lookup("temperature"); f == nil || f.DefValue != "0.7" {
+			t.Errorf("%s --temperature default %v, want 0.7", name, f)
+		}
+		if f := c.Flags().Lookup("top-p"); f == nil || f.DefValue != "0.8" {
+			t.Errorf("%s --top-p default %v, want 0.8", name, f)
+		}
+	}
+}
+
+// TestChatLoadFailure: the recipe's message and a way to get the model.
+func TestChatLoadFailure(t *testing.T) {
+	cmd := helperCmd(t, "chat", "-m", "THUDM/chatglm3-6b", "--models-dir", t.TempDir())
+	cmd.Stdin = strings.NewReader("你好\n")
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "加载模型失败: model THUDM/chatglm3-6b is not in the local store") ||
+		!strings.Contains(string(out), "请尝试先下载模型到本地 (chatglm get THUDM/chatglm3-6b)") {
+		t.Fatalf("%v: %s", err, out)
+	}
+}
+
+// TestREPLLineEditing: editing a Chinese line by display width, Up
+// recalling across a restart from the history file (which never holds
+// /set), Ctrl-R, and a bracketed paste of three lines sent as one message.
+func TestREPLLineEditing(t *testing.T) {
+	model := tinyModel(t)
+	state := t.TempDir()
+	session := filepath.Join(t.TempDir(), "s.json")
+	args := []string{"chat", "-m", model, "--ctx-size", "2048", "--temperature", "0", "--max-tokens", "4", "--session", session}
+	env := []string{"XDG_STATE_HOME=" + state}
+	tm := startTermEnv(t, env, args...)
+	tm.scr.expect(t, "你: ")
+	tm.typeText("你好世界")
+	tm.scr.expectCursor(t, "你: 你好世界", 12)
+	tm.typeText("\x1b[D\x1b[D")
+	tm.scr.expectCursor(t, "你: 你好世界", 8)
+	tm.typeText("美丽")
+	tm.scr.expectCursor(t, "你: 你好美丽世界", 12)
+	tm.typeText("\x1b[C\x7f") // Right, Backspace over 世
+	tm.scr.expectCursor(t, "你: 你好美丽界", 12)
+	tm.typeText("\r")
+	tm.scr.expect(t, "AI: ")
+	tm.scr.expect(t, "你: ")
+	tm.typeText("/set seed 7\r")
+	tm.scr.expect(t, "(seed = 7)")
+	tm.typeText("\x1b[200~第一行\r第二行\r第三行\x1b[201~")
+	tm.scr.expectCursor(t, "第三行", 6)
+	tm.typeText("\r")
+	tm.scr.expect(t, "AI: ")
+	tm.scr.expect(t, "你: ")
+	tm.typeText("exit\r")
+	if err := tm.wait(); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := chat.LoadMessagesFile(session)
+	if err != nil || len(msgs) != 4 || msgs[0].Content != "你好美丽界" || msgs[2].Content != "第一行\n第二行\n第三行" {
+		t.Fatalf("messages: %v %+v", err, msgs)
+	}
+	hist, err := os.ReadFile(filepath.Join(state, "chatglm", "history"))
+	if err != nil || string(hist) != "你好美丽界\n第一行\\n第二行\\n第三行\n" {
+		t.Fatalf("history file: %v %q", err, hist)
+	}
+
+	// A new chat: Up recalls the last message of the one before; Ctrl-R
+	// finds an older one.
+	tm = startTermEnv(t, env, args...)
+	tm.scr.expect(t, "你: ")
+	tm.typeText("\x1b[A")
+	tm.scr.expectCursor(t, "第三行", 6)
+	tm.typeText("\x15\x1b[A\x1b[A") // Ctrl-U: the line is empty; Up twice
+	tm.scr.expectCursor(t, "你: 你好美丽界", 14)
+	tm.typeText("\x15\x12美丽")
+	tm.scr.expectCursor(t, "(reverse-i-search)`美丽': 你好美丽界", 30)
+	tm.typeText("\r")
+	tm.scr.expect(t, "AI: ")
+	tm.scr.expect(t, "你: ")
+	tm.typeText("\x04")
+	if err := tm.wait(); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err = chat.LoadMessagesFile(session)
+	if err != nil || len(msgs) != 6 || msgs[4].Content != "你好美丽界" {
+		t.Fatalf("messages: %v %+v", err, msgs)
 	}
 }

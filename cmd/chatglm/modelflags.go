@@ -71,11 +71,17 @@ func declareModelKeys(cfg *config.Store, cmd *cobra.Command) {
 	declareStoreKey(cfg, cmd)
 }
 
-// declareSamplingKeys declares the sampling keys. The defaults are
-// ChatGLM3's chat(): temperature 0.8, top_p 0.8, and HF transformers' top_k
-// 50 that applies with them; no repetition penalty.
+// recipeTemperature is the temperature of the recipe chatglm reproduces
+// (model.chat(..., temperature=0.7)); ChatGLM3's own chat() default is 0.8.
+const recipeTemperature = 0.7
+
+// declareSamplingKeys declares the sampling keys. chat, run and serve share
+// one rule: temperature 0.7 from the recipe, everything else ChatGLM3's
+// chat() (top_p 0.8) and the HF transformers defaults under it (top_k 50,
+// no repetition penalty); an API request's own fields override them.
 func declareSamplingKeys(cfg *config.Store, cmd *cobra.Command) {
 	def := chat.DefaultSampling()
+	def.Temperature = recipeTemperature
 	cfg.Declare(cmd.Flags(),
 		config.Key{Name: keyTemperature, Flag: "temperature", Default: decimal(def.Temperature), Usage: "sampling temperature (0 = greedy, deterministic)"},
 		config.Key{Name: keyTopP, Flag: "top-p", Default: decimal(def.TopP), Usage: "nucleus sampling: keep the smallest set of tokens with this probability (1 = off)"},
