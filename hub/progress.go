@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
+	"github.com/chatglm/chatglm/internal/progress"
 )
 
 // Progress receives download events. Methods are called from several
@@ -26,6 +26,24 @@ type Progress interface {
 	FileDone(path string, err error)
 	// Finish is called once at the end of the pull.
 	Finish()
+}
+
+// FileProgress is a Progress that also takes each file's share of the
+// bytes, for a line per large file. The downloader calls AddFile instead
+// of Add when its Progress has it.
+type FileProgress interface {
+	Progress
+	// AddFile is Add for the bytes of one file.
+	AddFile(path string, n int64)
+}
+
+// addProgress reports n bytes of path to p.
+func addProgress(p Progress, path string, n int64) {
+	if fp, ok := p.(FileProgress); ok {
+		fp.AddFile(path, n)
+		return
+	}
+	p.Add(n)
 }
 
 // NoProgress discards every event.
@@ -46,64 +64,69 @@ func (NoProgress) FileDone(string, error) {}
 // Finish implements Progress.
 func (NoProgress) Finish() {}
 
-// BarProgress renders progress to w: a progressbar (bytes, speed, ETA and
-// the file in flight) when w is a terminal, else one plain line every
-// Interval.
-type BarProgress struct {
-	w        io.Writer
-	tty      bool
-	interval time.Duration
+// LargeFile is the size from which a file in flight gets its own progress
+// line on a terminal.
+const LargeFile = 16 << 20
 
-	mu       sync.Mutex
-	bar      *progressbar.ProgressBar
-	total    int64
-	done     int64
-	start    time.Time
-	inFlight map[string]bool
-	stop     chan struct{}
-	wg       sync.WaitGroup
-	lastDone int64
-	lastAt   time.Time
-	plain    bool // printing plain lines
+// maxFileLines bounds the per-file lines under the total.
+const maxFileLines = 4
+
+// BarProgress shows a pull's progress on a progress.Display: on a terminal
+// a line with the bytes done and to do, a bar, the speed and the time left
+// for the whole pull, and a line per large file in flight with its own
+// bytes and speed, redrawn five times a second; elsewhere one plain line
+// per interval. A line with the totals ends it.
+type BarProgress struct {
+	d        *progress.Display
+	interval time.Duration
+	now      func() time.Time
+
+	mu        sync.Mutex
+	files     int
+	filesDone int
+	total     int64
+	done      int64
+	have      int64 // present before the pull started
+	start     time.Time
+	meter     *progress.Meter
+	inFlight  map[string]*fileState
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	active    bool
+	failed    int
+}
+
+// fileState is one file in flight.
+type fileState struct {
+	size, done int64
+	meter      *progress.Meter
+	perFile    bool // AddFile reported its bytes
 }
 
 // NewBarProgress returns a renderer writing to w (normally os.Stderr); tty
 // says whether w is a terminal; interval is the period of plain lines
-// (10s when zero).
+// (5s when zero).
 func NewBarProgress(w io.Writer, tty bool, interval time.Duration) *BarProgress {
 	if interval <= 0 {
-		interval = 10 * time.Second
+		interval = 5 * time.Second
 	}
-	return &BarProgress{w: w, tty: tty, interval: interval, inFlight: map[string]bool{}}
+	return &BarProgress{d: progress.New(w, tty, interval), interval: interval, now: time.Now, inFlight: map[string]*fileState{}}
 }
 
 // Start implements Progress.
 func (p *BarProgress) Start(files int, total, have int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.total, p.done, p.start = total, have, time.Now()
-	p.lastDone, p.lastAt = have, p.start
+	p.files, p.total, p.done, p.have, p.start = files, total, have, have, p.now()
+	p.meter = progress.NewMeter(5 * time.Second)
+	p.meter.Observe(p.start, have)
 	if have >= total {
 		return
 	}
-	if p.tty {
-		p.bar = progressbar.NewOptions64(total,
-			progressbar.OptionSetWriter(p.w),
-			progressbar.OptionShowBytes(true),
-			progressbar.OptionShowTotalBytes(true),
-			progressbar.OptionSetPredictTime(true),
-			progressbar.OptionSetElapsedTime(true),
-			progressbar.OptionThrottle(200*time.Millisecond),
-			progressbar.OptionSetWidth(20),
-			progressbar.OptionShowDescriptionAtLineEnd(),
-			progressbar.OptionUseIECUnits(true),
-			progressbar.OptionOnCompletion(func() { fmt.Fprintln(p.w) }),
-		)
-		_ = p.bar.Set64(have)
-		return
+	p.active = true
+	if !p.d.Terminal() {
+		p.d.Stage("pull: %d files, %s to fetch (%s already here)", files, progress.Bytes(total-have), progress.Bytes(have))
 	}
-	fmt.Fprintf(p.w, "pull: %d files, %s to fetch (%s already here)\n", files, fmtBytes(total-have), fmtBytes(have))
-	p.plain = true
 	p.stop = make(chan struct{})
 	p.wg.Add(1)
 	go p.ticker()
@@ -111,7 +134,11 @@ func (p *BarProgress) Start(files int, total, have int64) {
 
 func (p *BarProgress) ticker() {
 	defer p.wg.Done()
-	t := time.NewTicker(p.interval)
+	every := 200 * time.Millisecond
+	if !p.d.Terminal() {
+		every = p.interval
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
@@ -119,39 +146,55 @@ func (p *BarProgress) ticker() {
 			return
 		case <-t.C:
 			p.mu.Lock()
-			p.plainLine()
+			lines := p.lines()
 			p.mu.Unlock()
+			p.d.Update(lines, true)
 		}
 	}
 }
 
-// plainLine prints one status line; p.mu is held.
-func (p *BarProgress) plainLine() {
-	now := time.Now()
-	dt := now.Sub(p.lastAt).Seconds()
-	speed := 0.0
-	if dt > 0 {
-		speed = float64(p.done-p.lastDone) / dt
+// lines renders the status; p.mu is held.
+func (p *BarProgress) lines() []string {
+	now := p.now()
+	speed := p.meter.Observe(now, p.done)
+	tty := p.d.Terminal()
+	line := progress.Status("pulling", p.done, p.total, speed, tty) + fmt.Sprintf("  %d/%d files", p.filesDone, p.files)
+	if !tty {
+		return []string{line + ", in flight: " + p.flightDesc()}
 	}
-	p.lastDone, p.lastAt = p.done, now
-	eta := "?"
-	if speed > 0 {
-		eta = (time.Duration(float64(p.total-p.done)/speed) * time.Second / time.Second).Round(time.Second).String()
+	out := []string{line}
+	names := p.flightNames()
+	shown := 0
+	for _, n := range names {
+		f := p.inFlight[n]
+		if f.size < LargeFile {
+			continue
+		}
+		if shown == maxFileLines {
+			out = append(out, fmt.Sprintf("  ... and %d more", len(names)-shown))
+			break
+		}
+		shown++
+		if !f.perFile {
+			out = append(out, fmt.Sprintf("  %s  %s", n, progress.Bytes(f.size)))
+			continue
+		}
+		out = append(out, progress.Status("  "+n, f.done, f.size, f.meter.Observe(now, f.done), false))
 	}
-	pct := 100.0
-	if p.total > 0 {
-		pct = 100 * float64(p.done) / float64(p.total)
-	}
-	fmt.Fprintf(p.w, "pull: %s / %s (%.1f%%), %s/s, ETA %s, in flight: %s\n",
-		fmtBytes(p.done), fmtBytes(p.total), pct, fmtBytes(int64(speed)), eta, p.flightDesc())
+	return out
 }
 
-func (p *BarProgress) flightDesc() string {
+func (p *BarProgress) flightNames() []string {
 	names := make([]string, 0, len(p.inFlight))
 	for n := range p.inFlight {
 		names = append(names, n)
 	}
 	sort.Strings(names)
+	return names
+}
+
+func (p *BarProgress) flightDesc() string {
+	names := p.flightNames()
 	switch len(names) {
 	case 0:
 		return "-"
@@ -166,20 +209,37 @@ func (p *BarProgress) flightDesc() string {
 func (p *BarProgress) FileStarted(path string, size int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.inFlight[path] = true
-	if p.bar != nil {
-		p.bar.Describe(p.flightDesc())
+	if p.inFlight[path] == nil {
+		p.inFlight[path] = p.newFile(size)
 	}
+}
+
+// newFile starts tracking a file in flight; p.mu is held.
+func (p *BarProgress) newFile(size int64) *fileState {
+	f := &fileState{size: size, meter: progress.NewMeter(5 * time.Second)}
+	f.meter.Observe(p.now(), 0)
+	return f
 }
 
 // Add implements Progress.
 func (p *BarProgress) Add(n int64) {
 	p.mu.Lock()
+	p.done += n
+	p.mu.Unlock()
+}
+
+// AddFile implements FileProgress.
+func (p *BarProgress) AddFile(path string, n int64) {
+	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.done += n
-	if p.bar != nil {
-		_ = p.bar.Set64(p.done)
+	f := p.inFlight[path]
+	if f == nil {
+		f = p.newFile(0)
+		p.inFlight[path] = f
 	}
+	f.done += n
+	f.perFile = true
 }
 
 // FileDone implements Progress.
@@ -187,46 +247,41 @@ func (p *BarProgress) FileDone(path string, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.inFlight, path)
-	if p.bar != nil {
-		p.bar.Describe(p.flightDesc())
+	if err != nil {
+		p.failed++
+	} else {
+		p.filesDone++
 	}
 }
 
 // Finish implements Progress.
 func (p *BarProgress) Finish() {
 	p.mu.Lock()
-	if p.stop != nil {
-		close(p.stop)
-		p.stop = nil
-	}
+	stop := p.stop
+	p.stop = nil
 	p.mu.Unlock()
+	if stop != nil {
+		close(stop)
+	}
 	p.wg.Wait()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.bar != nil {
-		if p.done >= p.total {
-			_ = p.bar.Finish()
-		} else {
-			fmt.Fprintln(p.w)
-		}
-		p.bar = nil
+	if !p.active {
 		return
 	}
-	if p.plain {
-		el := time.Since(p.start)
-		fmt.Fprintf(p.w, "pull: %s / %s in %s\n", fmtBytes(p.done), fmtBytes(p.total), el.Round(100*time.Millisecond))
+	p.active = false
+	el := p.now().Sub(p.start)
+	fetched := p.done - p.have
+	var b strings.Builder
+	fmt.Fprintf(&b, "pulled %s of %s in %s", progress.Bytes(fetched), progress.Bytes(p.total), el.Round(100*time.Millisecond))
+	if s := el.Seconds(); s > 0 {
+		fmt.Fprintf(&b, " (%s)", progress.Rate(float64(fetched)/s))
 	}
+	if p.failed > 0 {
+		fmt.Fprintf(&b, "; %d files failed", p.failed)
+	}
+	p.d.Done(b.String())
 }
 
-func fmtBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %siB", float64(n)/float64(div), strings.Split("K,M,G,T,P,E", ",")[exp])
-}
+// fmtBytes formats a size for messages.
+func fmtBytes(n int64) string { return progress.Bytes(n) }

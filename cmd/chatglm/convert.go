@@ -3,15 +3,13 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/chatglm/chatglm/convert"
 	"github.com/chatglm/chatglm/internal/config"
+	"github.com/chatglm/chatglm/internal/progress"
 )
 
 func init() { register(newConvertCmd) }
@@ -63,36 +61,36 @@ target and renamed into place when complete.`,
 	return cmd
 }
 
-// convertProgress shows a byte progress bar on a terminal, or a plain line
-// per 10% otherwise. The returned func ends the display.
+// convertProgress shows a conversion's progress on w: the tensor being
+// written, tensors and bytes done of the total, speed and time left, as a
+// bar redrawn in place on a terminal or a plain line every 5 seconds
+// elsewhere. The returned func ends the display.
 func convertProgress(w io.Writer) (func(convert.Progress), func()) {
-	f, isFile := w.(*os.File)
-	if isFile && term.IsTerminal(int(f.Fd())) {
-		var bar *progressbar.ProgressBar
-		return func(p convert.Progress) {
-				if bar == nil {
-					bar = progressbar.NewOptions64(p.TotalBytes, progressbar.OptionSetWriter(w),
-						progressbar.OptionShowBytes(true), progressbar.OptionSetWidth(30),
-						progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionShowCount(),
-						progressbar.OptionClearOnFinish())
-				}
-				bar.Describe(fmt.Sprintf("tensor %d/%d %-28s", p.TensorIndex, p.Tensors, p.Tensor))
-				bar.Set64(p.Bytes)
-			}, func() {
-				if bar != nil {
-					bar.Finish()
-				}
-			}
-	}
-	last := -1
+	j := newJobProgress(w)
 	return func(p convert.Progress) {
-		pct := 0
-		if p.TotalBytes > 0 {
-			pct = int(100 * p.Bytes / p.TotalBytes)
-		}
-		if pct/10 != last/10 || last < 0 {
-			last = pct
-			fmt.Fprintf(w, "convert: %3d%%  tensor %d/%d %s  %.2f/%.2f GB\n", pct, p.TensorIndex, p.Tensors, p.Tensor, float64(p.Bytes)/1e9, float64(p.TotalBytes)/1e9)
-		}
-	}, func() {}
+		j.show(fmt.Sprintf("converting: tensor %d/%d %s", p.TensorIndex, p.Tensors, p.Tensor), p.Bytes, p.TotalBytes)
+	}, j.end
 }
+
+// jobProgress is the progress display of a convert or quantize job.
+type jobProgress struct {
+	d     *progress.Display
+	meter *progress.Meter
+	shown bool
+}
+
+func newJobProgress(w io.Writer) *jobProgress {
+	return &jobProgress{d: progress.New(w, isTerminal(w), 5*time.Second), meter: progress.NewMeter(5 * time.Second)}
+}
+
+// show reports done of total bytes; the first and the last state are
+// always shown, the rest as often as the display allows.
+func (j *jobProgress) show(what string, done, total int64) {
+	speed := j.meter.Observe(time.Now(), done)
+	line := progress.Status(what, done, total, speed, j.d.Terminal())
+	j.d.Update([]string{line}, !j.shown || done >= total)
+	j.shown = true
+}
+
+// end removes the bar.
+func (j *jobProgress) end() { j.d.Done("") }

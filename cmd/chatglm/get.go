@@ -14,6 +14,7 @@ import (
 	"github.com/chatglm/chatglm/gguf"
 	"github.com/chatglm/chatglm/hub"
 	"github.com/chatglm/chatglm/internal/config"
+	"github.com/chatglm/chatglm/internal/progress"
 	"github.com/chatglm/chatglm/internal/quantize"
 )
 
@@ -68,6 +69,7 @@ func runGet(ctx context.Context, cfg *config.Store, repo string, stdout, stderr 
 			return nil
 		}
 	}
+	stage(stderr, quiet, "pulling %s...", repo)
 	res, err := hub.Pull(ctx, opts)
 	if err != nil {
 		return err
@@ -94,12 +96,20 @@ func runGet(ctx context.Context, cfg *config.Store, repo string, stdout, stderr 
 		}
 	}
 	if quantized {
+		stage(stderr, quiet, "quantizing %s to %s...", repo, typ)
+		qopts := quantize.Options{Force: true}
+		end := func() {}
 		if !quiet {
-			fmt.Fprintf(stderr, "quantizing %s to %s...\n", repo, typ)
+			j := newJobProgress(stderr)
+			qopts.Progress = func(written, estimate int64) { j.show("quantizing (size estimated)", written, estimate) }
+			end = j.end
 		}
-		if err := quantize.File(ctx, convOut, out, typ, quantize.Options{Force: true}); err != nil {
+		err := quantize.File(ctx, convOut, out, typ, qopts)
+		end()
+		if err != nil {
 			return fmt.Errorf("quantizing %s: %w", convOut, err)
 		}
+		stage(stderr, quiet, "checking %s...", out)
 		if err := checkGGUF(out); err != nil {
 			os.Remove(out)
 			return fmt.Errorf("the quantized model does not load: %w", err)
@@ -112,28 +122,19 @@ func runGet(ctx context.Context, cfg *config.Store, repo string, stdout, stderr 
 // convertSnapshot converts a pulled snapshot to a GGUF of type typ and
 // checks that it loads.
 func convertSnapshot(ctx context.Context, dir, out, typ string, quiet bool, repo string, stderr io.Writer) error {
-	if !quiet {
-		fmt.Fprintf(stderr, "converting %s to %s GGUF...\n", repo, typ)
-	}
+	stage(stderr, quiet, "converting %s to %s GGUF...", repo, typ)
 	copts := convert.Options{Input: dir, Output: out, Type: typ, Force: true}
+	end := func() {}
 	if !quiet {
-		last := time.Time{}
-		copts.Progress = func(p convert.Progress) {
-			if time.Since(last) < 2*time.Second && p.Bytes < p.TotalBytes {
-				return
-			}
-			last = time.Now()
-			pct := 100.0
-			if p.TotalBytes > 0 {
-				pct = 100 * float64(p.Bytes) / float64(p.TotalBytes)
-			}
-			fmt.Fprintf(stderr, "convert: tensor %d/%d, %.0f%%\n", p.TensorIndex, p.Tensors, pct)
-		}
+		copts.Progress, end = convertProgress(stderr)
 	}
 	cres, err := convert.Convert(ctx, copts)
+	end()
 	if err != nil {
 		return fmt.Errorf("converting %s: %w", dir, err)
 	}
+	stage(stderr, quiet, "converted %d tensors, %s in %s", cres.Tensors, progress.Bytes(cres.Bytes), cres.Duration.Round(100*time.Millisecond))
+	stage(stderr, quiet, "checking %s...", cres.Output)
 	if err := checkGGUF(cres.Output); err != nil {
 		os.Remove(cres.Output)
 		return fmt.Errorf("the converted model does not load: %w", err)
@@ -160,6 +161,14 @@ func checkGGUF(path string) error {
 		return err
 	}
 	return m.Close()
+}
+
+// stage prints a step of a multi-step command (pull, convert, check) on a
+// line of its own on stderr.
+func stage(stderr io.Writer, quiet bool, format string, args ...any) {
+	if !quiet {
+		fmt.Fprintf(stderr, format+"\n", args...)
+	}
 }
 
 func ready(stdout, stderr io.Writer, quiet bool, repo, path, what string) {

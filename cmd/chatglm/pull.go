@@ -92,6 +92,7 @@ sent to the endpoint host only.`,
 		Example: "  chatglm pull THUDM/chatglm3-6b\n  chatglm pull ZhipuAI/chatglm3-6b --source modelscope\n  HF_ENDPOINT=https://hf-mirror.com chatglm pull THUDM/chatglm3-6b",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			stage(cmd.ErrOrStderr(), cfg.Bool(keyQuiet), "pulling %s...", args[0])
 			res, err := hub.Pull(cmd.Context(), pullOptions(cfg, args[0], cmd.ErrOrStderr()))
 			if err != nil {
 				return err

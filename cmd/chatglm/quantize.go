@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
 	"github.com/chatglm/chatglm/internal/config"
@@ -41,45 +40,16 @@ bar compares the bytes written with an estimate of the final size.`,
 			if err := quantize.CheckType(typ); err != nil {
 				return err
 			}
-			var bar *progressbar.ProgressBar
-			stderr := cmd.ErrOrStderr()
-			tty := isTerminal(stderr)
-			lastTenth := int64(-1)
-			newBar := func(total int64) *progressbar.ProgressBar {
-				return progressbar.NewOptions64(total,
-					progressbar.OptionSetWriter(stderr),
-					progressbar.OptionSetDescription("quantizing to "+typ),
-					progressbar.OptionShowBytes(true),
-					progressbar.OptionSetElapsedTime(true),
-					progressbar.OptionSetPredictTime(true),
-					progressbar.OptionThrottle(200*time.Millisecond),
-					progressbar.OptionClearOnFinish(),
-				)
-			}
+			j := newJobProgress(cmd.ErrOrStderr())
 			start := time.Now()
 			err := quantize.File(cmd.Context(), in, out, typ, quantize.Options{
 				Threads: cfg.Int(keyThreads),
 				Force:   cfg.Bool(keyQuantizeForce),
 				Progress: func(written, estimate int64) {
-					if !tty {
-						// Plain lines for logs: one per tenth of the estimate.
-						if tenth := 10 * written / max(estimate, 1); tenth > lastTenth {
-							lastTenth = tenth
-							fmt.Fprintf(stderr, "quantize: %3d%%  %.2f/%.2f GB (estimated)\n", 10*tenth, float64(written)/1e9, float64(estimate)/1e9)
-						}
-						return
-					}
-					if bar == nil {
-						bar = newBar(estimate)
-					} else if bar.GetMax64() != estimate {
-						bar.ChangeMax64(estimate)
-					}
-					_ = bar.Set64(written)
+					j.show("quantizing to "+typ+" (size estimated)", written, estimate)
 				},
 			})
-			if bar != nil {
-				_ = bar.Finish()
-			}
+			j.end()
 			if err != nil {
 				return err
 			}
