@@ -23,6 +23,16 @@ type Screen struct {
 	x, y       int
 	pending    []byte // an incomplete UTF-8 character or escape sequence
 	wrapNext   bool   // the last column was written: the next character wraps
+	onlcr      bool   // LF also returns the carriage, as a tty's output does
+}
+
+// SetONLCR makes a line feed also return the carriage, as a terminal
+// driver in its usual (cooked) mode does to what a program writes; a
+// pseudo-terminal under test does it already.
+func (s *Screen) SetONLCR(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onlcr = on
 }
 
 // New returns a blank screen.
@@ -72,6 +82,9 @@ func (s *Screen) step(b []byte) int {
 	case c == '\r':
 		s.x, s.wrapNext = 0, false
 	case c == '\n':
+		if s.onlcr {
+			s.x = 0
+		}
 		s.lineFeed()
 	case c == '\b':
 		if s.x > 0 {
