@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -690,5 +691,31 @@ func TestREPLLineEditing(t *testing.T) {
 	msgs, err = chat.LoadMessagesFile(session)
 	if err != nil || len(msgs) != 6 || msgs[4].Content != "你好美丽界" {
 		t.Fatalf("messages: %v %+v", err, msgs)
+	}
+}
+
+// TestREPLCtrlCClearsLineAndSIGTERM: Ctrl-C on a line being typed drops
+// it (nothing is sent); SIGTERM at the prompt ends the chat at once and
+// gives the terminal back (bracketed paste off).
+func TestREPLCtrlCClearsLineAndSIGTERM(t *testing.T) {
+	model := tinyModel(t)
+	tm := startTerm(t, "chat", "-m", model, "--gpu-layers", "0", "--ctx-size", "1024", "--max-tokens", "4")
+	tm.scr.expect(t, "你: ")
+	tm.typeText("不要发送")
+	tm.scr.expectCursor(t, "你: 不要发送", 12)
+	tm.typeText("\x03")
+	tm.scr.expect(t, "^C")
+	tm.scr.expect(t, "你: ")
+	tm.typeText("/history\r")
+	tm.scr.expect(t, "(no history)")
+	tm.scr.expect(t, "你: ")
+	if err := tm.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := tm.wait(); err != nil {
+		t.Fatalf("SIGTERM: %v", err)
+	}
+	if raw := tm.scr.raw(); !strings.HasSuffix(strings.TrimRight(raw, "\r\n"), "\x1b[?2004l") {
+		t.Fatalf("the terminal was not given back: output ends %q", raw[max(0, len(raw)-40):])
 	}
 }
