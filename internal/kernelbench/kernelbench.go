@@ -12,6 +12,7 @@
 package kernelbench
 
 /*
+#cgo CPPFLAGS: -I${SRCDIR}/../../third_party/llamacpp/include
 #include <stdlib.h>
 #include "kernel.h"
 */
