@@ -237,6 +237,10 @@ func openModel(ctx context.Context, cfg *config.Store, parallel int, stderr io.W
 	if ctxSize < 0 {
 		return nil, fmt.Errorf("--ctx-size %d: must be 0 (the model's) or more", ctxSize)
 	}
+	// One line when llama.cpp was compiled for a generic CPU (plain go build).
+	if note := binding.CPUBuildInfo().Note(); note != "" {
+		fmt.Fprintln(stderr, "chatglm:", note)
+	}
 	// One line when GPU layers were asked for (the default) but none can run.
 	if cfg.Int(keyGPULayers) != 0 {
 		if note := binding.GPUNote(); note != "" {

@@ -27,6 +27,11 @@ func newVersionCmd(cfg *config.Store) *cobra.Command {
 			fmt.Fprintf(out, "chatglm %s\n", version)
 			fmt.Fprintf(out, "llama.cpp %s (via %s %s)\n", llamacpp.Base, llamacpp.Module, llamacpp.Version)
 			fmt.Fprintf(out, "system: %s\n", binding.SystemInfo())
+			build := binding.CPUBuildInfo()
+			fmt.Fprintf(out, "cpu build: %s\n", build)
+			if note := build.Note(); note != "" {
+				fmt.Fprintln(out, "note:", note)
+			}
 			for _, d := range binding.Devices() {
 				fmt.Fprintf(out, "device: %s (%s, %s) %s free of %s\n", d.Name, d.Type, d.Description, gib(d.FreeBytes), gib(d.TotalBytes))
 			}
