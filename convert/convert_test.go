@@ -134,12 +134,18 @@ func TestConvertMetadata(t *testing.T) {
 	if !strings.HasPrefix(f.String("tokenizer.chat_template"), "{% for message in messages %}") {
 		t.Errorf("chat template %q", f.String("tokenizer.chat_template"))
 	}
-	kv, _ := f.KV("tokenizer.ggml.tokens")
-	toks := kv.Value.(*gguf.Array).Values
-	kv, _ = f.KV("tokenizer.ggml.token_type")
-	types := kv.Value.(*gguf.Array).Values
-	kv, _ = f.KV("tokenizer.ggml.scores")
-	scores := kv.Value.(*gguf.Array).Values
+	toks, err := gguf.ArrayOf[string](f, "tokenizer.ggml.tokens")
+	if err != nil {
+		t.Fatal(err)
+	}
+	types, err := gguf.ArrayOf[int32](f, "tokenizer.ggml.token_type")
+	if err != nil {
+		t.Fatal(err)
+	}
+	scores, err := gguf.ArrayOf[float32](f, "tokenizer.ggml.scores")
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(toks) != 65024 || len(types) != 65024 || len(scores) != 65024 {
 		t.Fatalf("vocab sizes %d %d %d", len(toks), len(types), len(scores))
 	}

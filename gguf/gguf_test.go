@@ -29,9 +29,9 @@ func sample(t testing.TB) ([]byte, *Writer) {
 	w.Add("f64", 3.25)
 	w.Add("strs", []string{"<unk>", "▁你", ""})
 	w.Add("floats", []float32{0, -1.5})
-	w.Add("nested", &Array{Elem: TypeArray, Values: []any{
-		&Array{Elem: TypeInt32, Values: []any{int32(1), int32(2)}},
-		&Array{Elem: TypeString, Values: []any{"a"}},
+	w.Add("nested", &Array{Elem: TypeArray, Values: []*Array{
+		{Elem: TypeInt32, Values: []int32{1, 2}},
+		{Elem: TypeString, Values: []string{"a"}},
 	}})
 	w.AddTensor("a", F32, []uint64{3})
 	w.AddTensor("b", F16, []uint64{5, 2})

@@ -190,8 +190,8 @@ type FileType uint32
 
 // The file types a converter writes.
 const (
-	FileTypeAllF32    FileType = 0
-	FileTypeMostlyF16 FileType = 1
-	FileTypeMostlyQ80 FileType = 7
+	FileTypeAllF32     FileType = 0
+	FileTypeMostlyF16  FileType = 1
+	FileTypeMostlyQ80  FileType = 7
 	FileTypeMostlyBF16 FileType = 32
 )

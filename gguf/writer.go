@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 )
 
 // Writer builds a GGUF file in two steps: first every metadata pair and
@@ -66,13 +67,6 @@ func (w *Writer) Add(key string, v any) {
 }
 
 func normalize(v any) (ValueType, any, error) {
-	arr := func(et ValueType, n int, at func(int) any) (ValueType, any, error) {
-		a := &Array{Elem: et, Values: make([]any, n)}
-		for i := range a.Values {
-			a.Values[i] = at(i)
-		}
-		return TypeArray, a, nil
-	}
 	switch x := v.(type) {
 	case uint8:
 		return TypeUint8, x, nil
@@ -99,36 +93,58 @@ func normalize(v any) (ValueType, any, error) {
 	case float64:
 		return TypeFloat64, x, nil
 	case *Array:
-		for _, e := range x.Values {
-			et, _, err := normalize(e)
-			if err != nil {
-				return 0, nil, err
-			}
-			if et != x.Elem {
-				return 0, nil, fmt.Errorf("array of %s holds a %s", x.Elem, et)
+		et, ok := elemType(x.Values)
+		if !ok {
+			return 0, nil, fmt.Errorf("array values of Go type %T", x.Values)
+		}
+		if et != x.Elem {
+			return 0, nil, fmt.Errorf("array of %s holds %s values", x.Elem, et)
+		}
+		if nested, ok := x.Values.([]*Array); ok {
+			for _, e := range nested {
+				if _, _, err := normalize(e); err != nil {
+					return 0, nil, err
+				}
 			}
 		}
 		return TypeArray, x, nil
-	case []string:
-		return arr(TypeString, len(x), func(i int) any { return x[i] })
-	case []float32:
-		return arr(TypeFloat32, len(x), func(i int) any { return x[i] })
-	case []int32:
-		return arr(TypeInt32, len(x), func(i int) any { return x[i] })
-	case []uint32:
-		return arr(TypeUint32, len(x), func(i int) any { return x[i] })
-	case []int64:
-		return arr(TypeInt64, len(x), func(i int) any { return x[i] })
-	case []uint64:
-		return arr(TypeUint64, len(x), func(i int) any { return x[i] })
-	case []bool:
-		return arr(TypeBool, len(x), func(i int) any { return x[i] })
-	case []uint8:
-		return arr(TypeUint8, len(x), func(i int) any { return x[i] })
-	case []float64:
-		return arr(TypeFloat64, len(x), func(i int) any { return x[i] })
+	}
+	// A slice of a scalar type becomes an array holding a copy of it.
+	if et, ok := elemType(v); ok && et != TypeArray {
+		return TypeArray, &Array{Elem: et, Values: cloneSlice(v)}, nil
 	}
 	return 0, nil, fmt.Errorf("unsupported Go type %T", v)
+}
+
+// cloneSlice copies a slice of one of the scalar element types.
+func cloneSlice(v any) any {
+	switch x := v.(type) {
+	case []uint8:
+		return slices.Clone(x)
+	case []int8:
+		return slices.Clone(x)
+	case []uint16:
+		return slices.Clone(x)
+	case []int16:
+		return slices.Clone(x)
+	case []uint32:
+		return slices.Clone(x)
+	case []int32:
+		return slices.Clone(x)
+	case []float32:
+		return slices.Clone(x)
+	case []bool:
+		return slices.Clone(x)
+	case []string:
+		return slices.Clone(x)
+	case []uint64:
+		return slices.Clone(x)
+	case []int64:
+		return slices.Clone(x)
+	case []float64:
+		return slices.Clone(x)
+	}
+	return v
 }
 
 // AddTensor describes the next tensor: dims are ggml order (ne0 first).
@@ -233,9 +249,10 @@ func putValue(b *bytes.Buffer, t ValueType, v any) {
 	case TypeArray:
 		a := v.(*Array)
 		b.Write(le.AppendUint32(tmp[:0], uint32(a.Elem)))
-		b.Write(le.AppendUint64(tmp[:0], uint64(len(a.Values))))
-		for _, e := range a.Values {
-			putValue(b, a.Elem, e)
+		n := a.Len()
+		b.Write(le.AppendUint64(tmp[:0], uint64(n)))
+		for i := 0; i < n; i++ {
+			putValue(b, a.Elem, a.Index(i))
 		}
 	}
 }

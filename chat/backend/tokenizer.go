@@ -18,44 +18,27 @@ func LoadTokenizer(path string) (*chat.SPM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load tokenizer: %w", err)
 	}
-	arr := func(key string) ([]any, error) {
-		kv, ok := f.KV(key)
-		if !ok {
-			return nil, fmt.Errorf("load tokenizer: %s: no %s", path, key)
-		}
-		a, ok := kv.Value.(*gguf.Array)
-		if !ok {
-			return nil, fmt.Errorf("load tokenizer: %s: %s is not an array", path, key)
-		}
-		return a.Values, nil
-	}
 	if m := f.String("tokenizer.ggml.model"); m != "llama" {
 		return nil, fmt.Errorf("load tokenizer: %s: tokenizer.ggml.model is %q, want a SentencePiece (llama) vocabulary", path, m)
 	}
-	tokens, err := arr("tokenizer.ggml.tokens")
+	tokens, err := gguf.ArrayOf[string](f, "tokenizer.ggml.tokens")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("load tokenizer: %w", err)
 	}
-	scores, err := arr("tokenizer.ggml.scores")
+	scores, err := gguf.ArrayOf[float32](f, "tokenizer.ggml.scores")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("load tokenizer: %w", err)
 	}
-	types, err := arr("tokenizer.ggml.token_type")
+	types, err := gguf.ArrayOf[int32](f, "tokenizer.ggml.token_type")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("load tokenizer: %w", err)
 	}
 	if len(scores) != len(tokens) || len(types) != len(tokens) {
 		return nil, fmt.Errorf("load tokenizer: %s: %d tokens, %d scores, %d types", path, len(tokens), len(scores), len(types))
 	}
 	vocab := make([]chat.VocabPiece, len(tokens))
 	for i := range tokens {
-		text, ok1 := tokens[i].(string)
-		score, ok2 := scores[i].(float32)
-		typ, ok3 := gguf.AsUint(types[i])
-		if !ok1 || !ok2 || !ok3 {
-			return nil, fmt.Errorf("load tokenizer: %s: token %d has unexpected value types", path, i)
-		}
-		vocab[i] = chat.VocabPiece{Text: text, Score: score, Type: int(typ)}
+		vocab[i] = chat.VocabPiece{Text: tokens[i], Score: scores[i], Type: int(types[i])}
 	}
 	spm, err := chat.NewSPM(vocab)
 	if err != nil {

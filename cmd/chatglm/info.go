@@ -1,8 +1,6 @@
 package main
 
 import (
-	"encoding/json"
-
 	"github.com/spf13/cobra"
 
 	"github.com/chatglm/chatglm/gguf"
@@ -30,9 +28,7 @@ func newInfoCmd(cfg *config.Store) *cobra.Command {
 			}
 			in := f.Describe(cfg.Int(infoArray))
 			if cfg.Bool(infoJSON) {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(in)
+				return in.WriteJSON(cmd.OutOrStdout())
 			}
 			return in.WriteText(cmd.OutOrStdout())
 		},
