@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,6 +16,7 @@ import (
 	"github.com/chatglm/chatglm/internal/config"
 	"github.com/chatglm/chatglm/server"
 	"github.com/chatglm/chatglm/server/enginebackend"
+	"github.com/chatglm/chatglm/server/web"
 )
 
 func init() { register(newServeCmd) }
@@ -34,6 +36,7 @@ const (
 	srvDrain     = "server.drain"
 	srvCORS      = "server.cors_origin"
 	srvMaxBody   = "server.max_body"
+	srvWeb       = "server.web"
 )
 
 const serveLong = `Serve the model over an OpenAI-compatible HTTP API:
@@ -81,6 +84,7 @@ func newServeCmd(cfg *config.Store) *cobra.Command {
 		config.Key{Name: srvDrain, Flag: "drain", Default: 5 * time.Second, Usage: "on SIGTERM, how long /health/ready answers 503 while requests are still served, before the listener closes (0 = close at once)"},
 		config.Key{Name: srvCORS, Flag: "cors-origin", Default: []string{}, Usage: "origins browsers may call from (\"*\" = any); CORS is off when empty"},
 		config.Key{Name: srvMaxBody, Flag: "max-body", Default: 4 << 20, Usage: "largest request body in bytes; larger get 413"},
+		config.Key{Name: srvWeb, Flag: "web", Default: true, Usage: "serve the browser chat page at / (--web=false turns it off)"},
 	)
 	return cmd
 }
@@ -105,6 +109,18 @@ func runServe(cmd *cobra.Command, cfg *config.Store) error {
 	if name == "" {
 		name = base
 	}
+	var ctxSize atomic.Int64 // known once the model is loaded
+	var page *web.Page
+	if cfg.Bool(srvWeb) {
+		page, err = web.New(func() web.Settings {
+			return web.Settings{Model: name, ContextSize: int(ctxSize.Load()),
+				Temperature: float64(smp.Temperature), TopP: float64(smp.TopP), TopK: smp.TopK, MinP: float64(smp.MinP),
+				RepeatPenalty: float64(smp.RepeatPenalty), MaxTokens: maxTokens, ToolSystemPrompt: server.ToolSystemPrompt}
+		})
+		if err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
 	srv := server.New(server.Options{
 		ModelID:      name,
 		Aliases:      []string{base, modelPath, cfg.String(keyModel)},
@@ -115,6 +131,7 @@ func runServe(cmd *cobra.Command, cfg *config.Store) error {
 		MaxBodyBytes: int64(cfg.Int(srvMaxBody)),
 		Sampling:     smp,
 		MaxTokens:    maxTokens,
+		Web:          page,
 		Drain:        cfg.Duration(srvDrain),
 	})
 
@@ -152,10 +169,30 @@ func runServe(cmd *cobra.Command, cfg *config.Store) error {
 	srv.SetBackend(b)
 	slog.Info("model loaded", "model", name, "path", lm.Path, "load_time", lm.LoadTime.Round(time.Millisecond),
 		"parallel", parallel, "ctx_per_sequence", lm.Engine.ContextSize())
+	ctxSize.Store(int64(lm.Engine.ContextSize()))
 	fmt.Fprintf(stderr, "chatglm: ready: %s, %d sequences of %d tokens\n", name, parallel, lm.Engine.ContextSize())
+	if page != nil {
+		fmt.Fprintf(stderr, "chatglm: chat page at %s\n", pageURL(ln.Addr()))
+	}
 	if err := <-served; err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
 	fmt.Fprintln(stderr, "chatglm: stopped")
 	return nil
+}
+
+// pageURL is the chat page's address for a browser on this machine: a
+// wildcard listen address is reached through the loopback interface.
+func pageURL(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return "http://" + addr.String() + "/"
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+		if ip.To4() == nil {
+			host = "::1"
+		}
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/"
 }
