@@ -117,11 +117,11 @@ func GPUNote() string {
 	return fmt.Sprintf("GPU backend %s loaded, but no usable GPU (%s): running on the CPU", strings.Join(backendFiles, ", "), reason)
 }
 
-// logState assembles llama.cpp's log fragments into lines.
+// logState assembles llama.cpp's log fragments into lines. Errors reach
+// the call that caused them through its errSink, not through here.
 var logState struct {
 	sync.Mutex
-	buf       strings.Builder
-	lastError string
+	buf strings.Builder
 }
 
 //export chatglmGoLog
@@ -135,9 +135,6 @@ func chatglmGoLog(level C.int, text *C.char) {
 	}
 	line := strings.TrimSpace(logState.buf.String())
 	logState.buf.Reset()
-	if level >= C.GGML_LOG_LEVEL_ERROR && line != "" {
-		logState.lastError = line
-	}
 	logState.Unlock()
 	if line == "" {
 		return
@@ -191,23 +188,6 @@ func isBenign(line string) bool {
 		}
 	}
 	return false
-}
-
-// takeLastError returns and clears the last error line llama.cpp logged.
-func takeLastError() string {
-	logState.Lock()
-	defer logState.Unlock()
-	s := logState.lastError
-	logState.lastError = ""
-	return s
-}
-
-// withLlamaError appends llama.cpp's last logged error, if any, to msg.
-func withLlamaError(msg string) error {
-	if e := takeLastError(); e != "" {
-		return fmt.Errorf("%s: %s", msg, e)
-	}
-	return fmt.Errorf("%s", msg)
 }
 
 // SystemInfo returns ggml's list of compiled-in CPU features, e.g.

@@ -261,40 +261,55 @@ func TestDecodeDeterministicAndKVOps(t *testing.T) {
 			t.Fatal("non-finite logit")
 		}
 	}
-	if got := c.SeqPosMax(0); got != len(prompt)-1 {
+	if got := posMax(t, c, 0); got != len(prompt)-1 {
 		t.Errorf("SeqPosMax = %d", got)
 	}
 	// Drop the last three positions and evaluate them again: same logits.
-	if !c.SeqRemove(0, len(prompt)-3, -1) {
-		t.Fatal("SeqRemove failed")
+	if err := c.SeqRemove(0, len(prompt)-3, -1); err != nil {
+		t.Fatal(err)
 	}
-	if got := c.SeqPosMax(0); got != len(prompt)-4 {
+	if got := posMax(t, c, 0); got != len(prompt)-4 {
 		t.Errorf("SeqPosMax after remove = %d", got)
 	}
 	again := decode(t, c, 0, len(prompt)-3, prompt[len(prompt)-3:])
 	assertClose(t, "re-evaluated", full, again, 1e-4)
 	// Copy seq 0 into seq 1; the same continuation on both agrees.
-	c.SeqCopy(0, 1, -1, -1)
+	if err := c.SeqCopy(0, 1, -1, -1); err != nil {
+		t.Fatal(err)
+	}
 	next := argmax(full)
 	a := decode(t, c, 0, len(prompt), []int32{next})
 	b := decode(t, c, 1, len(prompt), []int32{next})
 	assertClose(t, "copied sequence", a, b, 1e-4)
-	c.SeqKeep(1)
-	if c.SeqPosMax(0) != -1 || c.SeqPosMax(1) != len(prompt) {
-		t.Errorf("after keep: seq0 %d seq1 %d", c.SeqPosMax(0), c.SeqPosMax(1))
+	if err := c.SeqKeep(1); err != nil {
+		t.Fatal(err)
+	}
+	if posMax(t, c, 0) != -1 || posMax(t, c, 1) != len(prompt) {
+		t.Errorf("after keep: seq0 %d seq1 %d", posMax(t, c, 0), posMax(t, c, 1))
 	}
 	if err := c.SeqShift(1, 0, -1, 5); err != nil {
 		t.Fatal(err)
 	}
-	if c.SeqPosMin(1) != 5 {
-		t.Errorf("after shift: min pos %d", c.SeqPosMin(1))
+	if p, err := c.SeqPosMin(1); err != nil || p != 5 {
+		t.Errorf("after shift: min pos %d, %v", p, err)
 	}
-	c.ClearMemory(true)
-	if c.SeqPosMax(1) != -1 {
+	if err := c.ClearMemory(true); err != nil {
+		t.Fatal(err)
+	}
+	if posMax(t, c, 1) != -1 {
 		t.Error("memory not cleared")
 	}
 	fresh := decode(t, c, 0, 0, prompt)
 	assertClose(t, "fresh context", full, fresh, 1e-4)
+}
+
+func posMax(t *testing.T, c *binding.Context, seq int) int {
+	t.Helper()
+	p, err := c.SeqPosMax(seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func assertClose(t *testing.T, what string, a, b []float32, tol float64) {
@@ -452,8 +467,8 @@ func TestContextParamsErrors(t *testing.T) {
 	}
 	c := newCtx(t, m, binding.ContextParams{TypeK: "q8_0", TypeV: "q8_0", FlashAttn: binding.FlashAttnOn, Perf: true})
 	decode(t, c, 0, 0, prompt)
-	if p := c.Perf(); p.PromptTokens != len(prompt) {
-		t.Errorf("perf counters: %+v", p)
+	if p, err := c.Perf(); err != nil || p.PromptTokens != len(prompt) {
+		t.Errorf("perf counters: %+v, %v", p, err)
 	}
 }
 

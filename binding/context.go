@@ -10,7 +10,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -78,15 +80,19 @@ type ContextParams struct {
 }
 
 // Context holds the KV memory and compute state for decoding with a model.
-// It is not safe for concurrent use.
+// Its methods serialise on a mutex, so concurrent calls are safe but do
+// not overlap. After Close every method that can fail returns ErrClosed;
+// the sizes fixed at creation stay readable.
 type Context struct {
-	mu     sync.Mutex
-	c      *C.struct_llama_context
-	abort  *C.chatglm_abort
-	model  *Model
-	nBatch int
-	nVocab int
-	nSeq   int
+	mu    sync.Mutex
+	c     *C.struct_llama_context
+	abort *C.chatglm_abort
+	errs  *errSink // llama.cpp's errors for calls on this context
+	model *Model
+	leak  runtime.Cleanup
+
+	// Fixed at creation.
+	nBatch, nVocab, nSeq, nCtx, nCtxSeq int
 }
 
 // NewContext creates a context for the model.
@@ -94,7 +100,7 @@ func (m *Model) NewContext(p ContextParams) (*Context, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.c == nil {
-		return nil, ErrClosed
+		return nil, fmt.Errorf("new context: %w", ErrClosed)
 	}
 	cp := C.llama_context_default_params()
 	if p.NCtx < 0 || p.NBatch < 0 || p.NUBatch < 0 || p.NSeqMax < 0 {
@@ -149,21 +155,28 @@ func (m *Model) NewContext(p ContextParams) (*Context, error) {
 	cp.kv_unified = C.bool(p.KVUnified)
 
 	abort := C.chatglm_abort_new()
-	takeLastError()
-	c := C.chatglm_init_context(m.c, cp, abort)
+	errs := newErrSink()
+	var c *C.struct_llama_context
+	logged := errs.capture(func() { c = C.chatglm_init_context(m.c, cp, abort) })
 	if c == nil {
 		C.chatglm_abort_free(abort)
-		return nil, withLlamaError(fmt.Sprintf("new context for %s", m.path))
+		errs.free()
+		return nil, llamaError(fmt.Sprintf("new context for %s", m.path), logged)
 	}
 	m.contexts++
-	return &Context{
-		c:      c,
-		abort:  abort,
-		model:  m,
-		nBatch: int(C.llama_n_batch(c)),
-		nVocab: int(C.llama_vocab_n_tokens(m.vocab)),
-		nSeq:   int(C.llama_n_seq_max(c)),
-	}, nil
+	ctx := &Context{
+		c:       c,
+		abort:   abort,
+		errs:    errs,
+		model:   m,
+		nBatch:  int(C.llama_n_batch(c)),
+		nVocab:  m.nVocab,
+		nSeq:    int(C.llama_n_seq_max(c)),
+		nCtx:    int(C.llama_n_ctx(c)),
+		nCtxSeq: int(C.llama_n_ctx_seq(c)),
+	}
+	ctx.leak = runtime.AddCleanup(ctx, warnLeak, "context of "+m.path)
+	return ctx, nil
 }
 
 // DefaultThreads is the thread count used when none is given: the number of
@@ -179,7 +192,9 @@ func (c *Context) Close() error {
 	}
 	C.llama_free(c.c)
 	C.chatglm_abort_free(c.abort)
+	c.errs.free()
 	c.c, c.abort = nil, nil
+	c.leak.Stop()
 	c.model.mu.Lock()
 	c.model.contexts--
 	c.model.mu.Unlock()
@@ -190,10 +205,10 @@ func (c *Context) Close() error {
 func (c *Context) Model() *Model { return c.model }
 
 // Size is the number of KV cells in the context (all sequences together).
-func (c *Context) Size() int { return int(C.llama_n_ctx(c.c)) }
+func (c *Context) Size() int { return c.nCtx }
 
 // SeqSize is the number of KV cells one sequence may use.
-func (c *Context) SeqSize() int { return int(C.llama_n_ctx_seq(c.c)) }
+func (c *Context) SeqSize() int { return c.nCtxSeq }
 
 // BatchSize is the most tokens one Decode call may carry.
 func (c *Context) BatchSize() int { return c.nBatch }
@@ -202,8 +217,37 @@ func (c *Context) BatchSize() int { return c.nBatch }
 func (c *Context) MaxSeqs() int { return c.nSeq }
 
 // SetThreads changes the generation and batch thread counts.
-func (c *Context) SetThreads(gen, batch int) {
-	C.llama_set_n_threads(c.c, C.int32_t(gen), C.int32_t(batch))
+func (c *Context) SetThreads(gen, batch int) error {
+	if gen <= 0 || batch <= 0 || gen > maxThreads || batch > maxThreads {
+		return fmt.Errorf("set threads: %d and %d, want 1 to %d", gen, batch, maxThreads)
+	}
+	return c.use(func(lc *C.struct_llama_context) error {
+		C.llama_set_n_threads(lc, C.int32_t(gen), C.int32_t(batch))
+		return nil
+	})
+}
+
+// maxThreads bounds thread counts (ggml's GGML_MAX_N_THREADS).
+const maxThreads = 512
+
+// use runs f with the C context under the context's lock, or returns
+// ErrClosed.
+func (c *Context) use(f func(lc *C.struct_llama_context) error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.c == nil {
+		return ErrClosed
+	}
+	return f(c.c)
+}
+
+// checkSeq returns an error unless seq is a sequence id of the context
+// (or -1, every sequence, where anySeq allows it).
+func (c *Context) checkSeq(what string, seq int, anySeq bool) error {
+	if (seq == -1 && anySeq) || (seq >= 0 && seq < c.nSeq) {
+		return nil
+	}
+	return fmt.Errorf("%s: sequence %d out of range [0, %d)", what, seq, c.nSeq)
 }
 
 // Decode errors.
@@ -224,6 +268,9 @@ func (c *Context) Decode(ctx context.Context, b *Batch) error {
 	if c.c == nil {
 		return ErrClosed
 	}
+	if b.closed() {
+		return fmt.Errorf("decode: batch: %w", ErrClosed)
+	}
 	n := b.Len()
 	if n == 0 {
 		return fmt.Errorf("decode: empty batch")
@@ -231,27 +278,13 @@ func (c *Context) Decode(ctx context.Context, b *Batch) error {
 	if n > c.nBatch {
 		return fmt.Errorf("decode: batch of %d tokens exceeds the context's batch size %d", n, c.nBatch)
 	}
-	toks := b.tokens()
-	for i, t := range toks {
-		if t < 0 || int(t) >= c.nVocab {
-			return fmt.Errorf("decode: token %d at batch row %d out of range [0, %d)", t, i, c.nVocab)
-		}
-	}
-	for i, s := range b.seqs() {
-		if s < 0 || int(s) >= c.nSeq {
-			return fmt.Errorf("decode: sequence %d at batch row %d out of range [0, %d)", s, i, c.nSeq)
-		}
+	if err := b.check(c.nVocab, c.nSeq); err != nil {
+		return fmt.Errorf("decode: %w", err)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	stop := context.AfterFunc(ctx, func() { C.chatglm_abort_set(c.abort, 1) })
-	defer func() {
-		stop()
-		C.chatglm_abort_set(c.abort, 0)
-	}()
-	takeLastError()
-	rc := C.llama_decode(c.c, b.c)
+	rc, logged := c.decodeAbortable(ctx, b)
 	switch {
 	case rc == 0:
 		return nil
@@ -263,7 +296,36 @@ func (c *Context) Decode(ctx context.Context, b *Batch) error {
 		}
 		return ErrAborted
 	default:
-		return withLlamaError(fmt.Sprintf("decode: llama_decode returned %d", int(rc)))
+		return llamaError(fmt.Sprintf("decode: llama_decode returned %d", int(rc)), logged)
+	}
+}
+
+// decodeAbortable runs llama_decode with cancelling ctx raising the
+// context's abort flag (see abortOn).
+func (c *Context) decodeAbortable(ctx context.Context, b *Batch) (C.int32_t, string) {
+	flag := c.abort
+	release := abortOn(ctx, func() { C.chatglm_abort_set(flag, 1) }, func() { C.chatglm_abort_set(flag, 0) })
+	defer release()
+	var rc C.int32_t
+	logged := c.errs.capture(func() { rc = C.llama_decode(c.c, b.c) })
+	return rc, logged
+}
+
+// abortOn calls raise when ctx is cancelled, until release is called.
+// release calls lower; if raise has started by then, release first waits
+// for it to finish, so a raise never lands after lower (where it would
+// abort the next decode).
+func abortOn(ctx context.Context, raise, lower func()) (release func()) {
+	raised := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(raised)
+		raise()
+	})
+	return func() {
+		if !stop() {
+			<-raised
+		}
+		lower()
 	}
 }
 
@@ -287,76 +349,133 @@ func (c *Context) LogitsInto(i int, dst []float32) error {
 	if len(dst) < c.nVocab {
 		return fmt.Errorf("logits: destination holds %d values, need %d", len(dst), c.nVocab)
 	}
-	takeLastError()
-	p := C.llama_get_logits_ith(c.c, C.int32_t(i))
+	if i < -1 || i >= c.nBatch {
+		return fmt.Errorf("logits: batch row %d out of range [-1, %d)", i, c.nBatch)
+	}
+	var p *C.float
+	logged := c.errs.capture(func() { p = C.llama_get_logits_ith(c.c, C.int32_t(i)) })
 	if p == nil {
-		return withLlamaError(fmt.Sprintf("logits: no logits for batch row %d", i))
+		return llamaError(fmt.Sprintf("logits: no logits for batch row %d", i), logged)
 	}
 	copy(dst, unsafe.Slice((*float32)(unsafe.Pointer(p)), c.nVocab))
 	return nil
 }
 
-// memory returns the context's KV memory handle.
-func (c *Context) memory() C.llama_memory_t { return C.llama_get_memory(c.c) }
+// ErrPartialRemove means the context's memory cannot remove part of a
+// sequence (recurrent models); remove the whole sequence instead.
+var ErrPartialRemove = errors.New("binding: the memory cannot remove part of a sequence")
 
 // ClearMemory empties every sequence; with data the buffers are zeroed too.
-func (c *Context) ClearMemory(data bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	C.llama_memory_clear(c.memory(), C.bool(data))
+func (c *Context) ClearMemory(data bool) error {
+	return c.use(func(lc *C.struct_llama_context) error {
+		C.llama_memory_clear(C.llama_get_memory(lc), C.bool(data))
+		return nil
+	})
 }
 
 // SeqRemove removes positions [p0, p1) of seq (p1 < 0: to the end; seq < 0:
-// every sequence). It reports false if the memory cannot remove a part.
-func (c *Context) SeqRemove(seq, p0, p1 int) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return bool(C.llama_memory_seq_rm(c.memory(), C.llama_seq_id(seq), C.llama_pos(p0), C.llama_pos(p1)))
+// every sequence). It returns ErrPartialRemove if the memory cannot remove
+// a part.
+func (c *Context) SeqRemove(seq, p0, p1 int) error {
+	if seq < 0 {
+		seq = -1
+	}
+	if err := c.checkSeq("remove", seq, true); err != nil {
+		return err
+	}
+	return c.use(func(lc *C.struct_llama_context) error {
+		if !bool(C.llama_memory_seq_rm(C.llama_get_memory(lc), C.llama_seq_id(seq), cPos(p0), cPos(p1))) {
+			return fmt.Errorf("remove positions [%d, %d) of sequence %d: %w", p0, p1, seq, ErrPartialRemove)
+		}
+		return nil
+	})
+}
+
+// cPos converts a position bound; negative values mean "open" to llama.cpp
+// and larger ones than it holds are clamped.
+func cPos(p int) C.llama_pos {
+	if p < 0 {
+		return -1
+	}
+	return C.llama_pos(min(p, math.MaxInt32))
 }
 
 // SeqCopy makes dst share the cells of src in positions [p0, p1).
-func (c *Context) SeqCopy(src, dst, p0, p1 int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	C.llama_memory_seq_cp(c.memory(), C.llama_seq_id(src), C.llama_seq_id(dst), C.llama_pos(p0), C.llama_pos(p1))
+func (c *Context) SeqCopy(src, dst, p0, p1 int) error {
+	if err := c.checkSeq("copy", src, false); err != nil {
+		return err
+	}
+	if err := c.checkSeq("copy", dst, false); err != nil {
+		return err
+	}
+	return c.use(func(lc *C.struct_llama_context) error {
+		C.llama_memory_seq_cp(C.llama_get_memory(lc), C.llama_seq_id(src), C.llama_seq_id(dst), cPos(p0), cPos(p1))
+		return nil
+	})
 }
 
 // SeqKeep removes every sequence but seq. Without KVUnified (and with
 // several sequences) each sequence has its own cells and only seq's are
 // affected.
-func (c *Context) SeqKeep(seq int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	C.llama_memory_seq_keep(c.memory(), C.llama_seq_id(seq))
+func (c *Context) SeqKeep(seq int) error {
+	if err := c.checkSeq("keep", seq, false); err != nil {
+		return err
+	}
+	return c.use(func(lc *C.struct_llama_context) error {
+		C.llama_memory_seq_keep(C.llama_get_memory(lc), C.llama_seq_id(seq))
+		return nil
+	})
 }
 
 // SeqShift adds delta to the positions [p0, p1) of seq (RoPE is re-applied).
 func (c *Context) SeqShift(seq, p0, p1, delta int) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !bool(C.llama_memory_can_shift(c.memory())) {
-		return fmt.Errorf("shift sequence %d: this memory cannot shift positions", seq)
+	if err := c.checkSeq("shift", seq, false); err != nil {
+		return err
 	}
-	C.llama_memory_seq_add(c.memory(), C.llama_seq_id(seq), C.llama_pos(p0), C.llama_pos(p1), C.llama_pos(delta))
-	return nil
+	if delta < math.MinInt32 || delta > math.MaxInt32 {
+		return fmt.Errorf("shift sequence %d: delta %d out of range", seq, delta)
+	}
+	return c.use(func(lc *C.struct_llama_context) error {
+		mem := C.llama_get_memory(lc)
+		if !bool(C.llama_memory_can_shift(mem)) {
+			return fmt.Errorf("shift sequence %d: this memory cannot shift positions", seq)
+		}
+		C.llama_memory_seq_add(mem, C.llama_seq_id(seq), cPos(p0), cPos(p1), C.llama_pos(delta))
+		return nil
+	})
 }
 
 // SeqPosMax is the largest position held for seq, or -1 if it is empty.
-func (c *Context) SeqPosMax(seq int) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return int(C.llama_memory_seq_pos_max(c.memory(), C.llama_seq_id(seq)))
+func (c *Context) SeqPosMax(seq int) (int, error) {
+	return c.seqPos("largest position", seq, func(mem C.llama_memory_t) C.llama_pos {
+		return C.llama_memory_seq_pos_max(mem, C.llama_seq_id(seq))
+	})
 }
 
 // SeqPosMin is the smallest position held for seq, or -1 if it is empty.
-func (c *Context) SeqPosMin(seq int) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return int(C.llama_memory_seq_pos_min(c.memory(), C.llama_seq_id(seq)))
+func (c *Context) SeqPosMin(seq int) (int, error) {
+	return c.seqPos("smallest position", seq, func(mem C.llama_memory_t) C.llama_pos {
+		return C.llama_memory_seq_pos_min(mem, C.llama_seq_id(seq))
+	})
+}
+
+func (c *Context) seqPos(what string, seq int, get func(C.llama_memory_t) C.llama_pos) (int, error) {
+	if err := c.checkSeq(what, seq, false); err != nil {
+		return 0, err
+	}
+	pos := -1
+	err := c.use(func(lc *C.struct_llama_context) error {
+		pos = int(get(C.llama_get_memory(lc)))
+		return nil
+	})
+	return pos, err
 }
 
 // SeqState returns a copy of the KV state of one sequence.
 func (c *Context) SeqState(seq int) ([]byte, error) {
+	if err := c.checkSeq("sequence state", seq, false); err != nil {
+		return nil, err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.c == nil {
@@ -368,9 +487,10 @@ func (c *Context) SeqState(seq int) ([]byte, error) {
 	}
 	buf := C.malloc(n)
 	defer C.free(buf)
-	got := C.llama_state_seq_get_data(c.c, (*C.uint8_t)(buf), n, C.llama_seq_id(seq))
+	var got C.size_t
+	logged := c.errs.capture(func() { got = C.llama_state_seq_get_data(c.c, (*C.uint8_t)(buf), n, C.llama_seq_id(seq)) })
 	if got == 0 {
-		return nil, withLlamaError(fmt.Sprintf("sequence %d state: copy failed", seq))
+		return nil, llamaError(fmt.Sprintf("sequence %d state: copy failed", seq), logged)
 	}
 	return C.GoBytes(buf, C.int(got)), nil
 }
@@ -378,6 +498,9 @@ func (c *Context) SeqState(seq int) ([]byte, error) {
 // SetSeqState restores a state made by SeqState into sequence seq,
 // replacing what it held.
 func (c *Context) SetSeqState(seq int, state []byte) error {
+	if err := c.checkSeq("restore", seq, false); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.c == nil {
@@ -388,25 +511,36 @@ func (c *Context) SetSeqState(seq int, state []byte) error {
 	}
 	cbuf := C.CBytes(state)
 	defer C.free(cbuf)
-	takeLastError()
-	if C.llama_state_seq_set_data(c.c, (*C.uint8_t)(cbuf), C.size_t(len(state)), C.llama_seq_id(seq)) == 0 {
-		return withLlamaError(fmt.Sprintf("restore sequence %d: state rejected (made by another model or context settings?)", seq))
+	var rc C.size_t
+	logged := c.errs.capture(func() {
+		rc = C.llama_state_seq_set_data(c.c, (*C.uint8_t)(cbuf), C.size_t(len(state)), C.llama_seq_id(seq))
+	})
+	if rc == 0 {
+		return llamaError(fmt.Sprintf("restore sequence %d: state rejected (made by another model or context settings?)", seq), logged)
 	}
 	return nil
 }
 
 // SaveSeqState writes a sequence's state and its tokens to a file.
 func (c *Context) SaveSeqState(path string, seq int, tokens []int32) error {
+	if err := c.checkSeq("save sequence state", seq, false); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.c == nil {
+		return ErrClosed
+	}
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))
 	var tp *C.llama_token
 	if len(tokens) > 0 {
 		tp = (*C.llama_token)(unsafe.Pointer(&tokens[0]))
 	}
-	if C.llama_state_seq_save_file(c.c, cpath, C.llama_seq_id(seq), tp, C.size_t(len(tokens))) == 0 {
-		return withLlamaError(fmt.Sprintf("save sequence %d state to %s", seq, path))
+	var rc C.size_t
+	logged := c.errs.capture(func() { rc = C.llama_state_seq_save_file(c.c, cpath, C.llama_seq_id(seq), tp, C.size_t(len(tokens))) })
+	if rc == 0 {
+		return llamaError(fmt.Sprintf("save sequence %d state to %s", seq, path), logged)
 	}
 	return nil
 }
@@ -414,18 +548,26 @@ func (c *Context) SaveSeqState(path string, seq int, tokens []int32) error {
 // LoadSeqState reads a file written by SaveSeqState into sequence seq and
 // returns the tokens stored with it.
 func (c *Context) LoadSeqState(path string, seq int) ([]int32, error) {
+	if err := c.checkSeq("load sequence state", seq, false); err != nil {
+		return nil, err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.c == nil {
+		return nil, ErrClosed
+	}
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("load sequence state: %w", err)
 	}
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))
-	toks := make([]int32, int(C.llama_n_ctx(c.c))+1)
-	var n C.size_t
-	takeLastError()
-	if C.llama_state_seq_load_file(c.c, cpath, C.llama_seq_id(seq), (*C.llama_token)(unsafe.Pointer(&toks[0])), C.size_t(len(toks)), &n) == 0 {
-		return nil, withLlamaError(fmt.Sprintf("load sequence %d state from %s", seq, path))
+	toks := make([]int32, c.nCtx+1)
+	var n, rc C.size_t
+	logged := c.errs.capture(func() {
+		rc = C.llama_state_seq_load_file(c.c, cpath, C.llama_seq_id(seq), (*C.llama_token)(unsafe.Pointer(&toks[0])), C.size_t(len(toks)), &n)
+	})
+	if rc == 0 {
+		return nil, llamaError(fmt.Sprintf("load sequence %d state from %s", seq, path), logged)
 	}
 	return toks[:n], nil
 }
@@ -441,17 +583,21 @@ type PerfData struct {
 }
 
 // Perf returns the performance counters.
-func (c *Context) Perf() PerfData {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	d := C.llama_perf_context(c.c)
-	ms := func(v C.double) time.Duration { return time.Duration(float64(v) * float64(time.Millisecond)) }
-	return PerfData{Load: ms(d.t_load_ms), PromptEval: ms(d.t_p_eval_ms), Eval: ms(d.t_eval_ms), PromptTokens: int(d.n_p_eval), EvalTokens: int(d.n_eval)}
+func (c *Context) Perf() (PerfData, error) {
+	var p PerfData
+	err := c.use(func(lc *C.struct_llama_context) error {
+		d := C.llama_perf_context(lc)
+		ms := func(v C.double) time.Duration { return time.Duration(float64(v) * float64(time.Millisecond)) }
+		p = PerfData{Load: ms(d.t_load_ms), PromptEval: ms(d.t_p_eval_ms), Eval: ms(d.t_eval_ms), PromptTokens: int(d.n_p_eval), EvalTokens: int(d.n_eval)}
+		return nil
+	})
+	return p, err
 }
 
 // ResetPerf zeroes the performance counters.
-func (c *Context) ResetPerf() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	C.llama_perf_context_reset(c.c)
+func (c *Context) ResetPerf() error {
+	return c.use(func(lc *C.struct_llama_context) error {
+		C.llama_perf_context_reset(lc)
+		return nil
+	})
 }

@@ -11,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
+	"runtime"
 	"runtime/cgo"
 	"sync"
 	"unsafe"
@@ -34,14 +36,31 @@ type ModelParams struct {
 	Progress func(fraction float32)
 }
 
-// Model is a loaded GGUF model. Its methods are safe for concurrent use;
-// Close must not race with them.
+// Model is a loaded GGUF model. Its methods are safe for concurrent use,
+// Close included: after Close, methods that return an error return
+// ErrClosed, lookups that need the weights or vocabulary return zero values,
+// and the facts read at load (sizes, special tokens, description) stay.
 type Model struct {
-	mu       sync.Mutex
+	mu       sync.RWMutex // held for reading by every use of c and vocab
 	c        *C.struct_llama_model
 	vocab    *C.struct_llama_vocab
 	path     string
 	contexts int
+	leak     runtime.Cleanup
+
+	// Read at load; they never change.
+	desc                                   string
+	size, nParams                          uint64
+	ctxTrain, embd, layers, heads, headsKV int
+	nVocab                                 int
+	eos, bos                               int32
+	addBOS                                 bool
+}
+
+// warnLeak is the cleanup of an object garbage-collected without Close:
+// its C memory cannot be freed safely any more, so it is reported.
+func warnLeak(what string) {
+	slog.Warn("binding: garbage-collected without Close; its C memory is leaked", "object", what)
 }
 
 // progressState travels through a cgo.Handle to the progress callback.
@@ -75,7 +94,7 @@ func checkGGUF(path string) error {
 	defer f.Close()
 	head := make([]byte, 4)
 	if _, err := io.ReadFull(f, head); err != nil {
-		return fmt.Errorf("not a GGUF file (too short)")
+		return fmt.Errorf("not a GGUF file (too short): %w", err)
 	}
 	if string(head) != string(ggufMagic) {
 		return fmt.Errorf("not a GGUF file (magic %q)", head)
@@ -104,15 +123,35 @@ func LoadModel(ctx context.Context, path string, p ModelParams) (*Model, error) 
 	defer h.Delete()
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))
-	takeLastError()
-	m := C.chatglm_load_model(cpath, mp, C.uintptr_t(h))
+	var m *C.struct_llama_model
+	logged := captureOnce(func() { m = C.chatglm_load_model(cpath, mp, C.uintptr_t(h)) })
 	if m == nil {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("load model %s: %w", path, err)
 		}
-		return nil, withLlamaError(fmt.Sprintf("load model %s: llama.cpp could not load it", path))
+		return nil, llamaError(fmt.Sprintf("load model %s: llama.cpp could not load it", path), logged)
 	}
-	return &Model{c: m, vocab: C.llama_model_get_vocab(m), path: path}, nil
+	v := C.llama_model_get_vocab(m)
+	model := &Model{
+		c: m, vocab: v, path: path,
+		size:     uint64(C.llama_model_size(m)),
+		nParams:  uint64(C.llama_model_n_params(m)),
+		ctxTrain: int(C.llama_model_n_ctx_train(m)),
+		embd:     int(C.llama_model_n_embd(m)),
+		layers:   int(C.llama_model_n_layer(m)),
+		heads:    int(C.llama_model_n_head(m)),
+		headsKV:  int(C.llama_model_n_head_kv(m)),
+		nVocab:   int(C.llama_vocab_n_tokens(v)),
+		eos:      int32(C.llama_vocab_eos(v)),
+		bos:      int32(C.llama_vocab_bos(v)),
+		addBOS:   bool(C.llama_vocab_get_add_bos(v)),
+	}
+	buf := make([]byte, 256)
+	if n := C.llama_model_desc(m, (*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf))); n >= 0 {
+		model.desc = string(buf[:min(int(n), len(buf)-1)])
+	}
+	model.leak = runtime.AddCleanup(model, warnLeak, "model "+path)
+	return model, nil
 }
 
 // ErrClosed is returned by methods of a closed Model, Context or Sampler.
@@ -132,68 +171,70 @@ func (m *Model) Close() error {
 	C.llama_model_free(m.c)
 	m.c = nil
 	m.vocab = nil
+	m.leak.Stop()
 	return nil
 }
 
-// ptr returns the C model, or nil if closed.
-func (m *Model) ptr() *C.struct_llama_model {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.c
+// use runs f with the C model and vocabulary held open (Close waits for
+// it), or returns ErrClosed.
+func (m *Model) use(f func(c *C.struct_llama_model, v *C.struct_llama_vocab)) error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.c == nil {
+		return ErrClosed
+	}
+	f(m.c, m.vocab)
+	return nil
 }
 
 // Path is the file the model was loaded from.
 func (m *Model) Path() string { return m.path }
 
 // Description is llama.cpp's one-line description, e.g. "chatglm 6B F16".
-func (m *Model) Description() string {
-	c := m.ptr()
-	if c == nil {
-		return ""
-	}
-	buf := make([]byte, 256)
-	n := C.llama_model_desc(c, (*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)))
-	if n < 0 {
-		return ""
-	}
-	return string(buf[:min(int(n), len(buf)-1)])
-}
+func (m *Model) Description() string { return m.desc }
 
 // Size is the total size of the weights in bytes.
-func (m *Model) Size() uint64 { return uint64(C.llama_model_size(m.ptr())) }
+func (m *Model) Size() uint64 { return m.size }
 
 // NParams is the number of weights.
-func (m *Model) NParams() uint64 { return uint64(C.llama_model_n_params(m.ptr())) }
+func (m *Model) NParams() uint64 { return m.nParams }
 
 // ContextLength is the context the model was trained with.
-func (m *Model) ContextLength() int { return int(C.llama_model_n_ctx_train(m.ptr())) }
+func (m *Model) ContextLength() int { return m.ctxTrain }
 
 // EmbeddingLength is the hidden size.
-func (m *Model) EmbeddingLength() int { return int(C.llama_model_n_embd(m.ptr())) }
+func (m *Model) EmbeddingLength() int { return m.embd }
 
 // Layers is the number of transformer blocks.
-func (m *Model) Layers() int { return int(C.llama_model_n_layer(m.ptr())) }
+func (m *Model) Layers() int { return m.layers }
 
 // Heads is the number of attention heads.
-func (m *Model) Heads() int { return int(C.llama_model_n_head(m.ptr())) }
+func (m *Model) Heads() int { return m.heads }
 
 // HeadsKV is the number of key/value heads.
-func (m *Model) HeadsKV() int { return int(C.llama_model_n_head_kv(m.ptr())) }
+func (m *Model) HeadsKV() int { return m.headsKV }
 
 // VocabSize is the number of tokens in the vocabulary.
-func (m *Model) VocabSize() int { return int(C.llama_vocab_n_tokens(m.vocab)) }
+func (m *Model) VocabSize() int { return m.nVocab }
 
 // Meta returns the metadata value of key as a string, and whether it exists.
 func (m *Model) Meta(key string) (string, bool) {
-	c := m.ptr()
-	if c == nil {
-		return "", false
-	}
 	ckey := C.CString(key)
 	defer C.free(unsafe.Pointer(ckey))
+	var val string
+	var ok bool
+	m.use(func(c *C.struct_llama_model, _ *C.struct_llama_vocab) {
+		val, ok = metaString(func(buf *C.char, n C.size_t) C.int32_t { return C.llama_model_meta_val_str(c, ckey, buf, n) })
+	})
+	return val, ok
+}
+
+// metaString reads a string from one of llama.cpp's snprintf-style metadata
+// getters, growing the buffer until the whole value fits.
+func metaString(get func(buf *C.char, n C.size_t) C.int32_t) (string, bool) {
 	buf := make([]byte, 1024)
 	for {
-		n := int(C.llama_model_meta_val_str(c, ckey, (*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf))))
+		n := int(get((*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf))))
 		if n < 0 {
 			return "", false
 		}
@@ -207,22 +248,21 @@ func (m *Model) Meta(key string) (string, bool) {
 // Metadata returns every metadata key and value as strings (arrays are
 // summarised by llama.cpp).
 func (m *Model) Metadata() map[string]string {
-	c := m.ptr()
 	out := map[string]string{}
-	if c == nil {
-		return out
-	}
-	n := int(C.llama_model_meta_count(c))
-	kbuf := make([]byte, 256)
-	vbuf := make([]byte, 4096)
-	for i := 0; i < n; i++ {
-		kn := int(C.llama_model_meta_key_by_index(c, C.int32_t(i), (*C.char)(unsafe.Pointer(&kbuf[0])), C.size_t(len(kbuf))))
-		vn := int(C.llama_model_meta_val_str_by_index(c, C.int32_t(i), (*C.char)(unsafe.Pointer(&vbuf[0])), C.size_t(len(vbuf))))
-		if kn < 0 || vn < 0 {
-			continue
+	m.use(func(c *C.struct_llama_model, _ *C.struct_llama_vocab) {
+		n := int(C.llama_model_meta_count(c))
+		for i := 0; i < n; i++ {
+			k, ok1 := metaString(func(buf *C.char, n C.size_t) C.int32_t {
+				return C.llama_model_meta_key_by_index(c, C.int32_t(i), buf, n)
+			})
+			v, ok2 := metaString(func(buf *C.char, n C.size_t) C.int32_t {
+				return C.llama_model_meta_val_str_by_index(c, C.int32_t(i), buf, n)
+			})
+			if ok1 && ok2 {
+				out[k] = v
+			}
 		}
-		out[string(kbuf[:min(kn, len(kbuf)-1)])] = string(vbuf[:min(vn, len(vbuf)-1)])
-	}
+	})
 	return out
 }
 
@@ -241,112 +281,145 @@ func (m *Model) Name() string {
 // ChatTemplate returns the model's chat template (tokenizer.chat_template),
 // or "" if it has none.
 func (m *Model) ChatTemplate() string {
-	c := m.ptr()
-	if c == nil {
-		return ""
-	}
-	t := C.llama_model_chat_template(c, nil)
-	if t == nil {
-		return ""
-	}
-	return C.GoString(t)
+	var out string
+	m.use(func(c *C.struct_llama_model, _ *C.struct_llama_vocab) {
+		if t := C.llama_model_chat_template(c, nil); t != nil {
+			out = C.GoString(t)
+		}
+	})
+	return out
 }
 
 // Tokenize converts text to token ids. addSpecial lets the model add its
 // BOS/EOS tokens; parseSpecial lets text such as "<|user|>" become control
 // tokens (leave it false for user input).
 func (m *Model) Tokenize(text string, addSpecial, parseSpecial bool) ([]int32, error) {
-	if m.ptr() == nil {
-		return nil, ErrClosed
-	}
 	if len(text) > 1<<30 {
 		return nil, fmt.Errorf("tokenize: text of %d bytes is too long", len(text))
 	}
 	ctext := C.CString(text)
 	defer C.free(unsafe.Pointer(ctext))
 	toks := make([]int32, len(text)+8)
-	for {
-		n := int(C.llama_tokenize(m.vocab, ctext, C.int32_t(len(text)),
-			(*C.llama_token)(unsafe.Pointer(&toks[0])), C.int32_t(len(toks)), C.bool(addSpecial), C.bool(parseSpecial)))
-		switch {
-		case n >= 0:
-			return toks[:n], nil
-		case n == -(1 << 31):
-			return nil, fmt.Errorf("tokenize: result overflows")
-		default:
-			toks = make([]int32, -n)
+	var out []int32
+	var err error
+	if cerr := m.use(func(_ *C.struct_llama_model, v *C.struct_llama_vocab) {
+		for {
+			n := int(C.llama_tokenize(v, ctext, C.int32_t(len(text)),
+				(*C.llama_token)(unsafe.Pointer(&toks[0])), C.int32_t(len(toks)), C.bool(addSpecial), C.bool(parseSpecial)))
+			switch {
+			case n >= 0:
+				out = toks[:n]
+				return
+			case n == -(1 << 31):
+				err = fmt.Errorf("tokenize: result overflows")
+				return
+			default:
+				toks = make([]int32, -n)
+			}
 		}
+	}); cerr != nil {
+		return nil, fmt.Errorf("tokenize: %w", cerr)
 	}
+	return out, err
 }
 
 // ValidToken reports whether id is in the vocabulary.
-func (m *Model) ValidToken(id int32) bool { return id >= 0 && int(id) < m.VocabSize() }
+func (m *Model) ValidToken(id int32) bool { return id >= 0 && int(id) < m.nVocab }
 
 // TokenPiece returns the raw bytes of one token, which may be part of a
 // UTF-8 character. With special, control tokens are rendered by name.
 func (m *Model) TokenPiece(id int32, special bool) ([]byte, error) {
-	if m.ptr() == nil {
-		return nil, ErrClosed
-	}
 	if !m.ValidToken(id) {
-		return nil, fmt.Errorf("token %d out of range [0, %d)", id, m.VocabSize())
+		return nil, fmt.Errorf("token %d out of range [0, %d)", id, m.nVocab)
 	}
 	buf := make([]byte, 64)
-	for {
-		n := int(C.llama_token_to_piece(m.vocab, C.llama_token(id), (*C.char)(unsafe.Pointer(&buf[0])), C.int32_t(len(buf)), 0, C.bool(special)))
-		if n >= 0 {
-			return buf[:n], nil
+	if err := m.use(func(_ *C.struct_llama_model, v *C.struct_llama_vocab) {
+		for {
+			n := int(C.llama_token_to_piece(v, C.llama_token(id), (*C.char)(unsafe.Pointer(&buf[0])), C.int32_t(len(buf)), 0, C.bool(special)))
+			if n >= 0 {
+				buf = buf[:n]
+				return
+			}
+			buf = make([]byte, -n)
 		}
-		buf = make([]byte, -n)
+	}); err != nil {
+		return nil, fmt.Errorf("token %d: %w", id, err)
 	}
+	return buf, nil
 }
 
 // Detokenize converts token ids back to text. removeSpecial drops BOS/EOS
 // where the model adds them; unparseSpecial renders control tokens by name.
 func (m *Model) Detokenize(ids []int32, removeSpecial, unparseSpecial bool) (string, error) {
-	if m.ptr() == nil {
-		return "", ErrClosed
-	}
 	for i, id := range ids {
 		if !m.ValidToken(id) {
-			return "", fmt.Errorf("detokenize: token %d (at %d) out of range [0, %d)", id, i, m.VocabSize())
+			return "", fmt.Errorf("detokenize: token %d (at %d) out of range [0, %d)", id, i, m.nVocab)
 		}
 	}
 	if len(ids) == 0 {
+		if m.use(func(*C.struct_llama_model, *C.struct_llama_vocab) {}) != nil {
+			return "", fmt.Errorf("detokenize: %w", ErrClosed)
+		}
 		return "", nil
 	}
 	buf := make([]byte, len(ids)*8+16)
-	for {
-		n := int(C.llama_detokenize(m.vocab, (*C.llama_token)(unsafe.Pointer(&ids[0])), C.int32_t(len(ids)),
-			(*C.char)(unsafe.Pointer(&buf[0])), C.int32_t(len(buf)), C.bool(removeSpecial), C.bool(unparseSpecial)))
-		if n >= 0 {
-			return string(buf[:n]), nil
+	if err := m.use(func(_ *C.struct_llama_model, v *C.struct_llama_vocab) {
+		for {
+			n := int(C.llama_detokenize(v, (*C.llama_token)(unsafe.Pointer(&ids[0])), C.int32_t(len(ids)),
+				(*C.char)(unsafe.Pointer(&buf[0])), C.int32_t(len(buf)), C.bool(removeSpecial), C.bool(unparseSpecial)))
+			if n >= 0 {
+				buf = buf[:n]
+				return
+			}
+			buf = make([]byte, -n)
 		}
-		buf = make([]byte, -n)
+	}); err != nil {
+		return "", fmt.Errorf("detokenize: %w", err)
 	}
+	return string(buf), nil
 }
 
-// TokenText is the vocabulary entry of a token (SentencePiece's "▁" kept).
+// TokenText is the vocabulary entry of a token (SentencePiece's "▁" kept),
+// or "" for an id out of range or after Close.
 func (m *Model) TokenText(id int32) string {
-	if !m.ValidToken(id) {
-		return ""
+	var s string
+	if m.ValidToken(id) {
+		m.use(func(_ *C.struct_llama_model, v *C.struct_llama_vocab) {
+			s = C.GoString(C.llama_vocab_get_text(v, C.llama_token(id)))
+		})
 	}
-	return C.GoString(C.llama_vocab_get_text(m.vocab, C.llama_token(id)))
+	return s
 }
 
-// IsEOG reports whether llama.cpp treats the token as end of generation.
-func (m *Model) IsEOG(id int32) bool { return bool(C.llama_vocab_is_eog(m.vocab, C.llama_token(id))) }
+// IsEOG reports whether llama.cpp treats the token as end of generation
+// (false for an id out of range or after Close).
+func (m *Model) IsEOG(id int32) bool {
+	var ok bool
+	if m.ValidToken(id) {
+		m.use(func(_ *C.struct_llama_model, v *C.struct_llama_vocab) {
+			ok = bool(C.llama_vocab_is_eog(v, C.llama_token(id)))
+		})
+	}
+	return ok
+}
 
-// IsControl reports whether the token is a control token.
+// IsControl reports whether the token is a control token (false for an id
+// out of range or after Close).
 func (m *Model) IsControl(id int32) bool {
-	return bool(C.llama_vocab_is_control(m.vocab, C.llama_token(id)))
+	var ok bool
+	if m.ValidToken(id) {
+		m.use(func(_ *C.struct_llama_model, v *C.struct_llama_vocab) {
+			ok = bool(C.llama_vocab_is_control(v, C.llama_token(id)))
+		})
+	}
+	return ok
 }
 
 // EOS is the end-of-sequence token id.
-func (m *Model) EOS() int32 { return int32(C.llama_vocab_eos(m.vocab)) }
+func (m *Model) EOS() int32 { return m.eos }
 
 // BOS is the beginning-of-sequence token id.
-func (m *Model) BOS() int32 { return int32(C.llama_vocab_bos(m.vocab)) }
+func (m *Model) BOS() int32 { return m.bos }
 
 // Quantization types accepted by Quantize, by llama.cpp's names.
 var quantTypes = map[string]C.enum_llama_ftype{
@@ -390,9 +463,10 @@ func Quantize(in, out, typ string, threads int) error {
 	cin, cout := C.CString(in), C.CString(out)
 	defer C.free(unsafe.Pointer(cin))
 	defer C.free(unsafe.Pointer(cout))
-	takeLastError()
-	if rc := C.llama_model_quantize(cin, cout, &p); rc != 0 {
-		return withLlamaError(fmt.Sprintf("quantize %s to %s", in, typ))
+	var rc C.uint32_t
+	logged := captureOnce(func() { rc = C.llama_model_quantize(cin, cout, &p) })
+	if rc != 0 {
+		return llamaError(fmt.Sprintf("quantize %s to %s", in, typ), logged)
 	}
 	return nil
 }

@@ -95,32 +95,50 @@ func (s *Sampler) Sample(c *Context, i int) (int32, error) {
 	if s.c == nil {
 		return 0, ErrClosed
 	}
+	if i < -1 || i >= c.nBatch {
+		return 0, fmt.Errorf("sample: batch row %d out of range [-1, %d)", i, c.nBatch)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.c == nil {
-		return 0, ErrClosed
+		return 0, fmt.Errorf("sample: context: %w", ErrClosed)
 	}
-	if C.llama_get_logits_ith(c.c, C.int32_t(i)) == nil {
-		return 0, withLlamaError(fmt.Sprintf("sample: no logits for batch row %d", i))
+	var tok C.llama_token
+	logged := c.errs.capture(func() {
+		if C.llama_get_logits_ith(c.c, C.int32_t(i)) != nil {
+			tok = C.llama_sampler_sample(s.c, c.c, C.int32_t(i))
+		} else {
+			tok = -1
+		}
+	})
+	if tok < 0 {
+		return 0, llamaError(fmt.Sprintf("sample: no logits for batch row %d", i), logged)
 	}
-	return int32(C.llama_sampler_sample(s.c, c.c, C.int32_t(i))), nil
+	return int32(tok), nil
 }
 
 // Accept records a token chosen elsewhere (e.g. a prompt token) for the
 // penalties.
-func (s *Sampler) Accept(token int32) {
+func (s *Sampler) Accept(token int32) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.c != nil {
-		C.llama_sampler_accept(s.c, C.llama_token(token))
+	if s.c == nil {
+		return fmt.Errorf("sampler accept: %w", ErrClosed)
 	}
+	if token < 0 {
+		return fmt.Errorf("sampler accept: negative token %d", token)
+	}
+	C.llama_sampler_accept(s.c, C.llama_token(token))
+	return nil
 }
 
 // Reset forgets accepted tokens and restarts the random sequence state.
-func (s *Sampler) Reset() {
+func (s *Sampler) Reset() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.c != nil {
-		C.llama_sampler_reset(s.c)
+	if s.c == nil {
+		return fmt.Errorf("sampler reset: %w", ErrClosed)
 	}
+	C.llama_sampler_reset(s.c)
+	return nil
 }

@@ -1,10 +1,54 @@
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include "shim.h"
 #include "_cgo_export.h"
 
 int chatglm_log_min_level = GGML_LOG_LEVEL_WARN;
-static int chatglm_last_level = GGML_LOG_LEVEL_INFO;
+// Per thread: a CONT record continues the previous record of its own thread.
+static _Thread_local int chatglm_last_level = GGML_LOG_LEVEL_INFO;
+
+struct chatglm_errbuf {
+	char text[1024];
+	size_t len;
+	int open; // the last record did not end its line yet
+};
+
+// The sink installed on this thread, if any.
+static _Thread_local chatglm_errbuf *chatglm_tls_err;
+
+chatglm_errbuf *chatglm_errbuf_new(void) { return calloc(1, sizeof(chatglm_errbuf)); }
+
+void chatglm_errbuf_free(chatglm_errbuf *e) { free(e); }
+
+void chatglm_errbuf_begin(chatglm_errbuf *e) {
+	e->len = 0;
+	e->open = 0;
+	e->text[0] = 0;
+	chatglm_tls_err = e;
+}
+
+void chatglm_errbuf_end(void) { chatglm_tls_err = NULL; }
+
+const char *chatglm_errbuf_text(chatglm_errbuf *e) { return e->text; }
+
+static void chatglm_errbuf_add(chatglm_errbuf *e, const char *text) {
+	if (!e->open && e->len > 0 && e->len + 2 < sizeof e->text) {
+		// Records are kept in order: the first usually names the cause.
+		memcpy(e->text + e->len, "; ", 2);
+		e->len += 2;
+	}
+	size_t n = strlen(text);
+	size_t room = sizeof e->text - 1 - e->len;
+	if (n > room) {
+		n = room;
+	}
+	memcpy(e->text + e->len, text, n);
+	e->len += n;
+	e->text[e->len] = 0;
+	size_t tl = strlen(text);
+	e->open = tl == 0 || text[tl - 1] != '\n';
+}
 
 static void chatglm_log_cb(enum ggml_log_level level, const char *text, void *ud) {
 	(void)ud;
@@ -12,6 +56,9 @@ static void chatglm_log_cb(enum ggml_log_level level, const char *text, void *ud
 	int effective = level == GGML_LOG_LEVEL_CONT ? chatglm_last_level : (int)level;
 	if (level != GGML_LOG_LEVEL_CONT) {
 		chatglm_last_level = level;
+	}
+	if (effective >= GGML_LOG_LEVEL_ERROR && chatglm_tls_err != NULL && text != NULL) {
+		chatglm_errbuf_add(chatglm_tls_err, text);
 	}
 	if (effective < chatglm_log_min_level) {
 		return;

@@ -16,6 +16,19 @@ void chatglm_log_install(void);
 // loading dots are still suppressed).
 struct llama_model *chatglm_load_model(const char *path, struct llama_model_params p, uintptr_t handle);
 
+// An error sink collects the error lines llama.cpp logs on one thread while
+// it is installed there (chatglm_errbuf_begin .. chatglm_errbuf_end), so an
+// error is reported to the call, and the context, that caused it. The Go side
+// locks the calling goroutine to its thread around such a call.
+typedef struct chatglm_errbuf chatglm_errbuf;
+chatglm_errbuf *chatglm_errbuf_new(void);
+void chatglm_errbuf_free(chatglm_errbuf *e);
+void chatglm_errbuf_begin(chatglm_errbuf *e);
+void chatglm_errbuf_end(void);
+// The error records captured, in order, joined by "; " (NUL-terminated,
+// truncated to the buffer).
+const char *chatglm_errbuf_text(chatglm_errbuf *e);
+
 // A per-context abort flag polled by ggml between graph nodes.
 typedef struct chatglm_abort chatglm_abort;
 chatglm_abort *chatglm_abort_new(void);

@@ -18,9 +18,4 @@ func (c *Context) Synchronize() {
 
 // AddBOS reports whether the model's tokenizer puts a BOS token first
 // (tokenizer.ggml.add_bos_token; false for ChatGLM3).
-func (m *Model) AddBOS() bool {
-	if m.ptr() == nil {
-		return false
-	}
-	return bool(C.llama_vocab_get_add_bos(m.vocab))
-}
+func (m *Model) AddBOS() bool { return m.addBOS }

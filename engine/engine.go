@@ -606,7 +606,7 @@ func (e *Engine) start(j *job) *job {
 		n-- // evaluate at least one token to get logits
 	}
 	if n < len(s.cached) {
-		if !e.lctx.SeqRemove(s.id, n, -1) {
+		if e.lctx.SeqRemove(s.id, n, -1) != nil {
 			e.lctx.SeqRemove(s.id, -1, -1)
 			n = 0
 		}
