@@ -114,8 +114,8 @@ func runServe(cmd *cobra.Command, cfg *config.Store) error {
 	if cfg.Bool(srvWeb) {
 		page, err = web.New(func() web.Settings {
 			return web.Settings{Model: name, ContextSize: int(ctxSize.Load()),
-				Temperature: float64(smp.Temperature), TopP: float64(smp.TopP), TopK: smp.TopK, MinP: float64(smp.MinP),
-				RepeatPenalty: float64(smp.RepeatPenalty), MaxTokens: maxTokens, ToolSystemPrompt: server.ToolSystemPrompt}
+				Temperature: shortFloat(smp.Temperature), TopP: shortFloat(smp.TopP), TopK: smp.TopK, MinP: shortFloat(smp.MinP),
+				RepeatPenalty: shortFloat(smp.RepeatPenalty), MaxTokens: maxTokens, ToolSystemPrompt: server.ToolSystemPrompt}
 		})
 		if err != nil {
 			return fmt.Errorf("serve: %w", err)
@@ -195,4 +195,11 @@ func pageURL(addr net.Addr) string {
 		}
 	}
 	return "http://" + net.JoinHostPort(host, port) + "/"
+}
+
+// shortFloat widens a float32 to the float64 with the same shortest decimal
+// form, so 0.3 shows as 0.3 and not 0.30000001192092896.
+func shortFloat(f float32) float64 {
+	v, _ := strconv.ParseFloat(strconv.FormatFloat(float64(f), 'g', -1, 32), 64)
+	return v
 }
