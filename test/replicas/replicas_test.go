@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatglm/chatglm/internal/testbin"
 	"github.com/chatglm/chatglm/internal/testgguf"
 	"github.com/chatglm/chatglm/internal/testmodel"
 )
@@ -42,38 +43,6 @@ const (
 	checkFall  = 2
 	drain      = 2 * time.Second
 )
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// binary builds bin/chatglm once per test process, into a temporary folder
-// ($CHATGLM_BIN names a prebuilt one instead).
-func binary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		if binPath = os.Getenv("CHATGLM_BIN"); binPath != "" {
-			return
-		}
-		dir, err := os.MkdirTemp("", "chatglm-replicas-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "chatglm")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/chatglm")
-		cmd.Dir = filepath.Join("..", "..")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/chatglm: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
 
 func haproxyPath(t *testing.T) string {
 	t.Helper()
@@ -173,7 +142,7 @@ func startReplica(t *testing.T, name, model string) *replica {
 		if _, rest, ok := strings.Cut(line, "chatglm: listening on http://"); ok {
 			addr <- strings.Fields(rest)[0]
 		}
-	}, binary(t), "serve", "-m", model, "--host", "127.0.0.1", "--port", "0", "--parallel", "2",
+	}, testbin.Path(t), "serve", "-m", model, "--host", "127.0.0.1", "--port", "0", "--parallel", "2",
 		"--threads", "1", "--ctx-size", "2048", "--drain", drain.String(), "--shutdown-timeout", "30s",
 		"--temperature", "0", "--log-level", "info")
 	select {
