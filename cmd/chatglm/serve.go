@@ -49,6 +49,7 @@ const serveLong = `Serve the model over an OpenAI-compatible HTTP API:
   GET  /health/live           200 while the process answers at all (loading, serving, draining)
   GET  /metrics               Prometheus: requests, tokens, queue depth, busy sequences, tokens/s,
                               time-to-first-token and duration histograms, prompt tokens cached
+  GET  /                      the browser chat page (--web=false turns it off)
 
 --parallel N sequences generate at once, batched into shared decode steps;
 --queue more wait for a free sequence and any beyond get 429. A client that

@@ -394,7 +394,8 @@ func TestPageFakeBackend(t *testing.T) {
 		chromedp.SetValue("#tools", `[{"name": "get_weather", "description": "Weather of a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]`, chromedp.ByID),
 		chromedp.Evaluate(`document.getElementById('tools').dispatchEvent(new Event('change')); true`, nil),
 		chromedp.SetValue("#system", "You are a weather bot.", chromedp.ByID),
-		chromedp.Evaluate(`document.getElementById('system').dispatchEvent(new Event('change')); true`, nil))
+		chromedp.Evaluate(`document.getElementById('system').dispatchEvent(new Event('change')); true`, nil),
+		chromedp.Click("#settings-toggle", chromedp.ByID))
 	fb.setReply(func(prompt string) string {
 		if strings.Contains(prompt, "<|observation|>") {
 			return "It is 21 degrees in Beijing."
