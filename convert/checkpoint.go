@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
 	"sort"
+
+	"github.com/chatglm/chatglm/internal/safetext"
 )
 
 // Source is one tensor of a checkpoint: its dtype, shape and where its
@@ -88,13 +91,38 @@ func OpenCheckpoint(dir string) (*Checkpoint, error) {
 	return nil, fmt.Errorf("checkpoint %s: no weights (model.safetensors[.index.json] or pytorch_model.bin[.index.json])", dir)
 }
 
+// Size limits of the small files a checkpoint folder holds. ChatGLM3's are
+// a few KB (config.json, the index, tokenizer_config.json) and 1 MB
+// (tokenizer.model); the limits leave room for much larger vocabularies.
+const (
+	maxJSONFile      = 16 << 20
+	maxTokenizerFile = 64 << 20
+)
+
+// readFileLimited reads a file of at most limit bytes.
+func readFileLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	return data, nil
+}
+
 func exists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
 }
 
 func openIndexed(dir, idx, format string, read func(string) ([]Source, error)) (*Checkpoint, error) {
-	data, err := os.ReadFile(idx)
+	data, err := readFileLimited(idx, maxJSONFile)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
@@ -110,7 +138,7 @@ func openIndexed(dir, idx, format string, read func(string) ([]Source, error)) (
 	byFile := map[string][]string{}
 	for tensor, file := range index.WeightMap {
 		if file == "" || filepath.Base(file) != file {
-			return nil, fmt.Errorf("index %s: tensor %s maps to file %q outside the folder", idx, tensor, file)
+			return nil, fmt.Errorf("index %s: tensor %s maps to file %q outside the folder", idx, safetext.Quote(tensor), file)
 		}
 		byFile[file] = append(byFile[file], tensor)
 	}
@@ -124,7 +152,7 @@ func openIndexed(dir, idx, format string, read func(string) ([]Source, error)) (
 		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				sort.Strings(byFile[name])
-				return nil, fmt.Errorf("index %s names missing file %s (for tensor %s and %d more)", idx, name, byFile[name][0], len(byFile[name])-1)
+				return nil, fmt.Errorf("index %s names missing file %s (for tensor %s and %d more)", idx, safetext.Quote(name), safetext.Quote(byFile[name][0]), len(byFile[name])-1)
 			}
 			return nil, fmt.Errorf("checkpoint: %w", err)
 		}
@@ -139,17 +167,17 @@ func openIndexed(dir, idx, format string, read func(string) ([]Source, error)) (
 		have := map[string]bool{}
 		for _, s := range srcs {
 			if prev, dup := c.Tensors[s.Name]; dup {
-				return nil, fmt.Errorf("tensor %s is in both %s and %s", s.Name, prev.File, p)
+				return nil, fmt.Errorf("tensor %s is in both %s and %s", safetext.Quote(s.Name), prev.File, p)
 			}
 			if want, ok := index.WeightMap[s.Name]; ok && want != name {
-				return nil, fmt.Errorf("tensor %s: index %s places it in %s but it is in %s", s.Name, idx, want, p)
+				return nil, fmt.Errorf("tensor %s: index %s places it in %s but it is in %s", safetext.Quote(s.Name), idx, safetext.Quote(want), p)
 			}
 			c.Tensors[s.Name] = s
 			have[s.Name] = true
 		}
 		for _, t := range byFile[name] {
 			if !have[t] {
-				return nil, fmt.Errorf("tensor %s: index %s places it in %s, which does not contain it", t, idx, p)
+				return nil, fmt.Errorf("tensor %s: index %s places it in %s, which does not contain it", safetext.Quote(t), idx, p)
 			}
 		}
 	}

@@ -10,7 +10,6 @@ package convert
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 )
 
@@ -67,7 +66,7 @@ func (c *Config) RopeDims() int { return c.HiddenSize / c.NumAttentionHeads / 2 
 // model this converter supports.
 func LoadConfig(dir string) (*Config, error) {
 	path := filepath.Join(dir, "config.json")
-	data, err := os.ReadFile(path)
+	data, err := readFileLimited(path, maxJSONFile)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
@@ -106,6 +105,10 @@ func (c *Config) validate() error {
 		if pos[k] <= 0 || pos[k] > 1<<24 {
 			return fmt.Errorf("%s = %d: want a positive size", k, pos[k])
 		}
+	}
+	// The vocabulary is built in memory, a token per id (ChatGLM3: 65024).
+	if c.PaddedVocabSize > maxVocab {
+		return fmt.Errorf("padded_vocab_size = %d: at most %d", c.PaddedVocabSize, maxVocab)
 	}
 	if c.MultiQueryAttention && (c.MultiQueryGroupNum <= 0 || c.NumAttentionHeads%c.MultiQueryGroupNum != 0) {
 		return fmt.Errorf("multi_query_group_num = %d does not divide num_attention_heads = %d", c.MultiQueryGroupNum, c.NumAttentionHeads)

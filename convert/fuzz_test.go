@@ -1,8 +1,12 @@
 package convert
 
 import (
+	"bytes"
+	"math"
 	"strings"
 	"testing"
+
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // A hand-assembled torch.save pickle of {"w": HalfStorage tensor [2,3]}.
@@ -45,6 +49,22 @@ func TestUnpickleRefuses(t *testing.T) {
 	_, err := Unpickle([]byte(cases["os.system"]))
 	if !strings.Contains(err.Error(), "refusing global os.system") {
 		t.Errorf("error %v", err)
+	}
+}
+
+// TestUnpickleValueLimit: BINGET+APPEND makes a list entry out of 3 bytes;
+// a 64 MiB pickle could fill a list of 21M entries. The reader stops at
+// maxPickleValues.
+func TestUnpickleValueLimit(t *testing.T) {
+	p := "\x80\x02]q\x00" + strings.Repeat("h\x00a", maxPickleValues+1) + "."
+	_, err := Unpickle([]byte(p))
+	if err == nil || !strings.Contains(err.Error(), "values") {
+		t.Fatalf("got %v", err)
+	}
+	// Just under the limit is fine.
+	p = "\x80\x02]q\x00" + strings.Repeat("h\x00a", maxPickleValues-2) + "."
+	if _, err := Unpickle([]byte(p)); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -113,5 +133,93 @@ func FuzzUnpickle(f *testing.F) {
 			return
 		}
 		StateDictTensors(v) // must not panic either
+	})
+}
+
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte(`{"model_type":"chatglm","num_layers":28,"hidden_size":4096,"ffn_hidden_size":13696,"kv_channels":128,"num_attention_heads":32,"multi_query_attention":true,"multi_query_group_num":2,"padded_vocab_size":65024,"seq_length":8192,"layernorm_epsilon":1e-05,"rope_ratio":1,"add_qkv_bias":true,"rmsnorm":true,"post_layer_norm":true,"torch_dtype":"float16","eos_token_id":2,"pad_token_id":0}`))
+	f.Add([]byte(`{"model_type":"chatglm","num_layers":1e400}`))
+	f.Add([]byte(`[[[[[[[[[[[[[[[[[[[[`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ParseConfig(data)
+		if err != nil {
+			return
+		}
+		// What validate accepts must be usable without panics or overflow.
+		if c.KVHeads() <= 0 || c.QKVRows() <= 0 || c.RopeDims() < 0 || c.PaddedVocabSize > maxVocab {
+			t.Fatalf("accepted config with kv heads %d, qkv rows %d, rope dims %d, vocab %d", c.KVHeads(), c.QKVRows(), c.RopeDims(), c.PaddedVocabSize)
+		}
+	})
+}
+
+func FuzzParseTokenizerConfig(f *testing.F) {
+	f.Add([]byte(`{"chat_template":"{% for message in messages %}{{ message.content }}{% endfor %}"}`))
+	f.Add([]byte(`{"chat_template":[{"name":"default","template":"x"},{"name":"tool_use","template":"y"}]}`))
+	f.Add([]byte(`{"chat_template":null}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ParseTokenizerConfig(data) // must not panic
+	})
+}
+
+// spModel serializes a ModelProto with the given pieces (text, score, type).
+func spModel(pieces ...Piece) []byte {
+	var out []byte
+	for _, p := range pieces {
+		var m []byte
+		m = protowire.AppendTag(m, 1, protowire.BytesType)
+		m = protowire.AppendString(m, p.Text)
+		m = protowire.AppendTag(m, 2, protowire.Fixed32Type)
+		m = protowire.AppendFixed32(m, math.Float32bits(p.Score))
+		m = protowire.AppendTag(m, 3, protowire.VarintType)
+		m = protowire.AppendVarint(m, uint64(p.Type))
+		out = protowire.AppendTag(out, 1, protowire.BytesType)
+		out = protowire.AppendBytes(out, m)
+	}
+	// A trainer_spec-like field the reader skips.
+	out = protowire.AppendTag(out, 2, protowire.BytesType)
+	out = protowire.AppendBytes(out, []byte{0x08, 0x01})
+	return out
+}
+
+func TestParseSentencePieceLimits(t *testing.T) {
+	pieces, err := ParseSentencePiece(spModel(Piece{"<unk>", 0, PieceUnknown}, Piece{"▁你", -3.5, PieceNormal}))
+	if err != nil || len(pieces) != 2 || pieces[1].Text != "▁你" || pieces[1].Score != -3.5 {
+		t.Fatalf("%+v %v", pieces, err)
+	}
+	// Two bytes per empty piece became a 40-byte Piece: 64 MiB of them
+	// would have been 1.3 GB. The count is capped.
+	many := bytes.Repeat([]byte{0x0a, 0x00}, maxVocab+1)
+	if _, err := ParseSentencePiece(many); err == nil || !strings.Contains(err.Error(), "pieces") {
+		t.Fatalf("%d pieces: %v", maxVocab+1, err)
+	}
+	for name, b := range map[string][]byte{
+		"bad type":  spModel(Piece{"a", 0, 7}),
+		"truncated": spModel(Piece{"abc", 0, 1})[:5],
+		"empty":     nil,
+	} {
+		if _, err := ParseSentencePiece(b); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func FuzzParseSentencePiece(f *testing.F) {
+	f.Add(spModel(Piece{"<unk>", 0, PieceUnknown}, Piece{"<s>", 0, PieceControl}, Piece{"<0x0A>", 0, PieceByte}, Piece{"▁你", -3.5, PieceNormal}))
+	f.Add([]byte{0x0a, 0x00})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		pieces, err := ParseSentencePiece(data)
+		if err != nil {
+			return
+		}
+		if len(pieces) > maxVocab {
+			t.Fatalf("%d pieces accepted", len(pieces))
+		}
+		for i, p := range pieces {
+			if p.Type < PieceNormal || p.Type > PieceByte {
+				t.Fatalf("piece %d has type %d", i, p.Type)
+			}
+		}
+		// Building the vocabulary from any accepted model must not panic.
+		BuildVocab(pieces, len(pieces)+len(SpecialTokens))
 	})
 }

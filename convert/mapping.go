@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/chatglm/chatglm/gguf"
+	"github.com/chatglm/chatglm/internal/safetext"
 )
 
 // ChatGLM3's nine special tokens, placed right after the SentencePiece
@@ -149,7 +150,7 @@ func MapTensors(c *Config, ck *Checkpoint, want gguf.GGMLType) ([]TensorMap, err
 		}
 		e, ok := exp[name]
 		if !ok {
-			return nil, fmt.Errorf("unexpected tensor %s in %s", name, s.File)
+			return nil, fmt.Errorf("unexpected tensor %s in %s", safetext.Quote(name), s.File)
 		}
 		if !equalShape(s.Shape, e.shape) {
 			return nil, fmt.Errorf("tensor %s in %s: shape %v disagrees with config.json (want %v)", name, s.File, s.Shape, e.shape)
@@ -189,18 +190,27 @@ type TokenizerConfig struct {
 // an empty config.
 func LoadTokenizerConfig(dir string) (*TokenizerConfig, error) {
 	path := filepath.Join(dir, "tokenizer_config.json")
-	data, err := os.ReadFile(path)
+	data, err := readFileLimited(path, maxJSONFile)
 	if os.IsNotExist(err) {
 		return &TokenizerConfig{}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer config: %w", err)
 	}
+	tc, err := ParseTokenizerConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("tokenizer config %s: %w", path, err)
+	}
+	return tc, nil
+}
+
+// ParseTokenizerConfig decodes the contents of a tokenizer_config.json.
+func ParseTokenizerConfig(data []byte) (*TokenizerConfig, error) {
 	var raw struct {
 		ChatTemplate json.RawMessage `json:"chat_template"`
 	}
 	if err := json.Unmarshal(data, &raw); err != nil {
-		return nil, fmt.Errorf("tokenizer config %s: %w", path, err)
+		return nil, err
 	}
 	tc := &TokenizerConfig{}
 	if len(raw.ChatTemplate) > 0 && string(raw.ChatTemplate) != "null" {
@@ -208,7 +218,7 @@ func LoadTokenizerConfig(dir string) (*TokenizerConfig, error) {
 			// Newer files may hold a list of named templates; take "default".
 			var named []struct{ Name, Template string }
 			if err2 := json.Unmarshal(raw.ChatTemplate, &named); err2 != nil {
-				return nil, fmt.Errorf("tokenizer config %s: chat_template: %w", path, err)
+				return nil, fmt.Errorf("chat_template: %w", err)
 			}
 			for _, t := range named {
 				if t.Name == "default" {

@@ -72,10 +72,14 @@ type storageType struct{ dtype string }
 
 type pickleMark struct{}
 
-// Limits for hostile input.
+// Limits for hostile input. A ChatGLM3 state dict pushes about 20 values
+// and memoizes about 8 per tensor (a few thousand in all). Every value a
+// pickle creates is pushed once, so maxPickleValues bounds the memory the
+// reader can be made to hold (lists and dicts only collect pushed values).
 const (
-	maxPickleStack = 1 << 20
-	maxPickleMemo  = 1 << 22
+	maxPickleStack  = 1 << 20
+	maxPickleMemo   = 1 << 20
+	maxPickleValues = 1 << 21
 )
 
 var errPickleStack = errors.New("stack underflow")
@@ -85,6 +89,7 @@ type unpickler struct {
 	pos   int
 	stack []any
 	memo  map[uint32]any
+	made  int // values pushed so far
 }
 
 // Unpickle runs the restricted pickle VM over data and returns the object
@@ -122,6 +127,10 @@ func (u *unpickler) push(v any) error {
 	if len(u.stack) >= maxPickleStack {
 		return errors.New("stack too deep")
 	}
+	if u.made >= maxPickleValues {
+		return fmt.Errorf("more than %d values", maxPickleValues)
+	}
+	u.made++
 	u.stack = append(u.stack, v)
 	return nil
 }

@@ -9,6 +9,8 @@ import (
 	"math"
 	"os"
 	"sort"
+
+	"github.com/chatglm/chatglm/internal/safetext"
 )
 
 // maxSafetensorsHeader bounds the JSON header of a safetensors file
@@ -45,6 +47,7 @@ func ParseSafetensorsHeader(hdr []byte, dataLen int64) ([]STEntry, map[string]st
 	var meta map[string]string
 	entries := make([]STEntry, 0, len(raw))
 	for name, msg := range raw {
+		q := safetext.Quote(name)
 		if name == "__metadata__" {
 			if err := json.Unmarshal(msg, &meta); err != nil {
 				return nil, nil, fmt.Errorf("__metadata__: %w", err)
@@ -57,25 +60,25 @@ func ParseSafetensorsHeader(hdr []byte, dataLen int64) ([]STEntry, map[string]st
 			Offsets []int64 `json:"data_offsets"`
 		}
 		if err := json.Unmarshal(msg, &e); err != nil {
-			return nil, nil, fmt.Errorf("tensor %s: %w", name, err)
+			return nil, nil, fmt.Errorf("tensor %s: %w", q, err)
 		}
 		if len(e.Offsets) != 2 {
-			return nil, nil, fmt.Errorf("tensor %s: data_offsets has %d values, want 2", name, len(e.Offsets))
-		}
-		size, ok := dtypeSize[e.DType]
-		if !ok {
-			return nil, nil, fmt.Errorf("tensor %s: unknown dtype %q", name, e.DType)
+			return nil, nil, fmt.Errorf("tensor %s: data_offsets has %d values, want 2", q, len(e.Offsets))
 		}
 		n, err := numel(e.Shape)
 		if err != nil {
-			return nil, nil, fmt.Errorf("tensor %s: %w", name, err)
+			return nil, nil, fmt.Errorf("tensor %s: %w", q, err)
+		}
+		want, err := tensorBytes(n, e.DType)
+		if err != nil {
+			return nil, nil, fmt.Errorf("tensor %s: %w", q, err)
 		}
 		b, en := e.Offsets[0], e.Offsets[1]
 		if b < 0 || en < b || en > dataLen {
-			return nil, nil, fmt.Errorf("tensor %s: data_offsets [%d, %d] out of range (data is %d bytes: truncated file?)", name, b, en, dataLen)
+			return nil, nil, fmt.Errorf("tensor %s: data_offsets [%d, %d] out of range (data is %d bytes: truncated file?)", q, b, en, dataLen)
 		}
-		if n > math.MaxInt64/int64(size) || en-b != n*int64(size) {
-			return nil, nil, fmt.Errorf("tensor %s: %d bytes for shape %v of %s (want %d×%d)", name, en-b, e.Shape, e.DType, n, size)
+		if en-b != want {
+			return nil, nil, fmt.Errorf("tensor %s: %d bytes for shape %v of %s (want %d)", q, en-b, e.Shape, e.DType, want)
 		}
 		entries = append(entries, STEntry{Name: name, DType: e.DType, Shape: e.Shape, Begin: b, End: en})
 	}
@@ -87,25 +90,66 @@ func ParseSafetensorsHeader(hdr []byte, dataLen int64) ([]STEntry, map[string]st
 	})
 	for i := 1; i < len(entries); i++ {
 		if entries[i].Begin < entries[i-1].End {
-			return nil, nil, fmt.Errorf("tensors %s and %s overlap", entries[i-1].Name, entries[i].Name)
+			return nil, nil, fmt.Errorf("tensors %s and %s overlap", safetext.Quote(entries[i-1].Name), safetext.Quote(entries[i].Name))
 		}
 	}
 	return entries, meta, nil
 }
 
-// numel multiplies out a shape, refusing negative dims and overflow.
+// maxDims bounds the dimensions of a checkpoint tensor (GGUF has at most 4).
+const maxDims = 8
+
+// numel multiplies out a shape, refusing negative dims, more than maxDims
+// dimensions and overflow.
 func numel(shape []int64) (int64, error) {
+	if len(shape) > maxDims {
+		return 0, fmt.Errorf("shape has %d dimensions (at most %d)", len(shape), maxDims)
+	}
 	n := int64(1)
 	for _, d := range shape {
 		if d < 0 {
 			return 0, fmt.Errorf("negative dimension in shape %v", shape)
 		}
-		if d != 0 && n > math.MaxInt64/d {
+		var ok bool
+		if n, ok = mulInt64(n, d); !ok {
 			return 0, fmt.Errorf("shape %v overflows", shape)
 		}
-		n *= d
 	}
 	return n, nil
+}
+
+// mulInt64 returns a×b for non-negative a and b, and false when it
+// overflows int64 (or an operand is negative).
+func mulInt64(a, b int64) (int64, bool) {
+	if a < 0 || b < 0 {
+		return 0, false
+	}
+	if a != 0 && b > math.MaxInt64/a {
+		return 0, false
+	}
+	return a * b, true
+}
+
+// addInt64 returns a+b for non-negative a and b, and false when it
+// overflows int64 (or an operand is negative).
+func addInt64(a, b int64) (int64, bool) {
+	if a < 0 || b < 0 || a > math.MaxInt64-b {
+		return 0, false
+	}
+	return a + b, true
+}
+
+// tensorBytes is the byte size of n elements of a dtype, checked for overflow.
+func tensorBytes(n int64, dtype string) (int64, error) {
+	size, ok := dtypeSize[dtype]
+	if !ok {
+		return 0, fmt.Errorf("unknown dtype %s", safetext.Quote(dtype))
+	}
+	b, ok := mulInt64(n, int64(size))
+	if !ok {
+		return 0, fmt.Errorf("%d elements of %s overflow", n, dtype)
+	}
+	return b, nil
 }
 
 // readSafetensors reads the header of the safetensors file at path and

@@ -3,7 +3,6 @@ package convert
 import (
 	"fmt"
 	"math"
-	"os"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -18,6 +17,11 @@ const (
 	PieceByte        = 6
 )
 
+// maxVocab bounds the pieces of a tokenizer.model and padded_vocab_size
+// (ChatGLM3 has 64794 pieces, padded to 65024; the largest vocabularies in
+// use have about 256K).
+const maxVocab = 1 << 20
+
 // Piece is one entry of a SentencePiece vocabulary.
 type Piece struct {
 	Text  string
@@ -27,7 +31,7 @@ type Piece struct {
 
 // LoadSentencePiece reads the pieces of a SentencePiece tokenizer.model.
 func LoadSentencePiece(path string) ([]Piece, error) {
-	data, err := os.ReadFile(path)
+	data, err := readFileLimited(path, maxTokenizerFile)
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer: %w", err)
 	}
@@ -54,6 +58,9 @@ func ParseSentencePiece(data []byte) ([]Piece, error) {
 				return nil, fmt.Errorf("piece %d: %w", len(pieces), protowire.ParseError(m))
 			}
 			data = data[m:]
+			if len(pieces) >= maxVocab {
+				return nil, fmt.Errorf("more than %d pieces", maxVocab)
+			}
 			p, err := parsePiece(msg)
 			if err != nil {
 				return nil, fmt.Errorf("piece %d: %w", len(pieces), err)

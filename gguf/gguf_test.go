@@ -234,6 +234,21 @@ func FuzzRead(f *testing.F) {
 				t.Fatalf("tensor %s outside the file", ti.Name)
 			}
 		}
+		// Whatever the file holds, info prints it without failing and
+		// without raw control characters.
+		in := file.Describe(8)
+		var text, js bytes.Buffer
+		if err := in.WriteText(&text); err != nil {
+			t.Fatal(err)
+		}
+		if err := in.WriteJSON(&js); err != nil {
+			t.Fatalf("WriteJSON: %v", err)
+		}
+		for _, out := range []string{text.String(), js.String()} {
+			if r, ok := rawControl(out); ok {
+				t.Fatalf("output holds raw %U:\n%s", r, out)
+			}
+		}
 	})
 }
 
