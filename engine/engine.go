@@ -329,11 +329,55 @@ func (s *Slot) Release() {
 	s.e.signal()
 }
 
-// event is one message from the scheduler to a waiting Generate call.
-type event struct {
-	tok  *Token
-	done *Result
-	err  error
+// outbox carries a job's tokens and its end from the scheduler to the
+// Generate call without ever blocking the scheduler: tokens queue up (no
+// more than the context holds) and the caller takes all that are there
+// each time it wakes, so a caller that reads slowly, or not at all for a
+// while, delays no other job.
+type outbox struct {
+	mu    sync.Mutex
+	toks  []Token
+	done  *Result // the end of a finished generation
+	err   error   // or the error that ended it
+	ended bool
+	ready chan struct{} // holds a signal while something is waiting
+}
+
+func newOutbox() *outbox { return &outbox{ready: make(chan struct{}, 1)} }
+
+func (o *outbox) signal() {
+	select {
+	case o.ready <- struct{}{}:
+	default:
+	}
+}
+
+// push queues a token.
+func (o *outbox) push(t Token) {
+	o.mu.Lock()
+	o.toks = append(o.toks, t)
+	o.mu.Unlock()
+	o.signal()
+}
+
+// end records how the job ended; later calls are ignored.
+func (o *outbox) end(res *Result, err error) {
+	o.mu.Lock()
+	if !o.ended {
+		o.done, o.err, o.ended = res, err, true
+	}
+	o.mu.Unlock()
+	o.signal()
+}
+
+// take waits for news and returns the queued tokens and, once the job has
+// ended, ended = true with its result or error.
+func (o *outbox) take() (toks []Token, ended bool, res *Result, err error) {
+	<-o.ready
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	toks, o.toks = o.toks, nil
+	return toks, o.ended, o.done, o.err
 }
 
 // job is a request in the scheduler.
@@ -342,7 +386,7 @@ type job struct {
 	cancel  context.CancelFunc
 	slot    *Slot
 	req     Request
-	events  chan event
+	out     *outbox
 	sampler *binding.Sampler
 	stop    map[int32]bool
 
@@ -359,6 +403,9 @@ type job struct {
 // generated token, from the caller's goroutine. onToken may return ErrStop
 // to end the reply normally, or another error to abort it.
 func (s *Slot) Generate(ctx context.Context, req Request, onToken func(Token) error) (Result, error) {
+	if s.e.closed.Load() {
+		return Result{}, ErrClosed
+	}
 	if !s.busy.CompareAndSwap(false, true) {
 		return Result{}, fmt.Errorf("engine: slot %d is already generating", s.id)
 	}
@@ -384,7 +431,7 @@ func (s *Slot) Generate(ctx context.Context, req Request, onToken func(Token) er
 	}
 	jctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	j := &job{ctx: jctx, cancel: cancel, slot: s, req: req, events: make(chan event, 256), sampler: smp, row: -1,
+	j := &job{ctx: jctx, cancel: cancel, slot: s, req: req, out: newOutbox(), sampler: smp, row: -1,
 		stop: map[int32]bool{}, started: time.Now()}
 	for _, t := range req.Stop {
 		j.stop[t] = true
@@ -399,34 +446,36 @@ func (s *Slot) Generate(ctx context.Context, req Request, onToken func(Token) er
 	}
 	// The scheduler owns the sampler from here and closes it.
 	var cbErr error
-	for ev := range j.events {
-		switch {
-		case ev.tok != nil:
+	for {
+		toks, ended, done, err := j.out.take()
+		for _, t := range toks {
 			if cbErr != nil {
-				continue
+				break
 			}
-			if err := onToken(*ev.tok); err != nil {
+			if err := onToken(t); err != nil {
 				cbErr = err
 				cancel()
 			}
-		case ev.done != nil:
-			res := *ev.done
-			if errors.Is(cbErr, ErrStop) {
-				res.Finish = FinishStop
-				return res, nil
-			}
-			if cbErr != nil {
-				return res, cbErr
-			}
-			if res.Finish == FinishCancelled && ctx.Err() != nil {
-				return res, ctx.Err()
-			}
-			return res, nil
-		case ev.err != nil:
-			return Result{}, ev.err
 		}
+		if !ended {
+			continue
+		}
+		if err != nil {
+			return Result{}, err
+		}
+		res := *done
+		if errors.Is(cbErr, ErrStop) {
+			res.Finish = FinishStop
+			return res, nil
+		}
+		if cbErr != nil {
+			return res, cbErr
+		}
+		if res.Finish == FinishCancelled && ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		return res, nil
 	}
-	return j.res, fmt.Errorf("engine: scheduler stopped")
 }
 
 // loop is the scheduler: the only goroutine that touches the context.
@@ -443,7 +492,7 @@ func (e *Engine) loop() {
 	finish := func(j *job, reason string, err error) {
 		j.sampler.Close()
 		if err != nil {
-			j.events <- event{err: err}
+			j.out.end(nil, err)
 		} else {
 			j.res.Finish = reason
 			if !j.firstTok.IsZero() {
@@ -453,9 +502,8 @@ func (e *Engine) loop() {
 				j.res.PromptTime = time.Since(j.started)
 			}
 			r := j.res
-			j.events <- event{done: &r}
+			j.out.end(&r, nil)
 		}
-		close(j.events)
 		e.addStats(func(s *Stats) { s.Active-- })
 	}
 	defer func() {
@@ -574,12 +622,7 @@ func (e *Engine) loop() {
 			piece, _ := e.model.TokenPiece(tok, false)
 			j.res.Tokens = append(j.res.Tokens, tok)
 			e.addStats(func(s *Stats) { s.GeneratedTokens++ })
-			select {
-			case j.events <- event{tok: &Token{ID: tok, Piece: piece}}:
-			case <-j.ctx.Done():
-				finish(j, FinishCancelled, nil)
-				continue
-			}
+			j.out.push(Token{ID: tok, Piece: piece})
 			if (j.req.MaxTokens > 0 && len(j.res.Tokens) >= j.req.MaxTokens) || len(j.slot.cached)+1 >= e.ctxSize {
 				finish(j, FinishLength, nil)
 				continue

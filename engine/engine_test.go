@@ -283,3 +283,123 @@ func TestCloseEndsWork(t *testing.T) {
 		t.Errorf("acquire after close: %v", err)
 	}
 }
+
+// A caller that stops reading its tokens does not stall the scheduler: the
+// other slot's request runs to its end meanwhile, and the stalled caller
+// still gets every token, in order, once it reads again. (Before, the
+// scheduler blocked once 256 tokens waited for one caller.)
+func TestStalledConsumerDoesNotStallOthers(t *testing.T) {
+	e, err := engine.Open(context.Background(), engine.Options{
+		ModelPath: testgguf.Tiny(t), Parallel: 2, ContextSize: 1024, BatchSize: 64, Threads: 2,
+		FlashAttn: binding.FlashAttnOff,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	stalled, _ := e.Acquire(context.Background())
+	other, _ := e.Acquire(context.Background())
+	defer stalled.Release()
+	defer other.Release()
+
+	unblock := make(chan struct{})
+	type outcome struct {
+		res      engine.Result
+		streamed []int32
+		err      error
+	}
+	stalledDone := make(chan outcome, 1)
+	go func() {
+		var got []int32
+		res, err := stalled.Generate(context.Background(), engine.Request{Prompt: prompt, MaxTokens: 600}, func(tok engine.Token) error {
+			if len(got) == 0 {
+				<-unblock // stop reading after the first token
+			}
+			got = append(got, tok.ID)
+			return nil
+		})
+		stalledDone <- outcome{res, got, err}
+	}()
+	// Let the stalled request run far past 256 queued tokens first.
+	deadline := time.Now().Add(time.Minute)
+	for e.Stats().GeneratedTokens < 400 {
+		if time.Now().After(deadline) {
+			close(unblock)
+			t.Fatalf("the scheduler stalled behind a caller that does not read: %d tokens generated", e.Stats().GeneratedTokens)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	otherDone := make(chan outcome, 1)
+	go func() {
+		res, err := other.Generate(context.Background(), engine.Request{Prompt: prompt, MaxTokens: 300}, func(engine.Token) error { return nil })
+		otherDone <- outcome{res: res, err: err}
+	}()
+	select {
+	case o := <-otherDone:
+		if o.err != nil || len(o.res.Tokens) != 300 {
+			t.Errorf("other request: %d tokens, %v", len(o.res.Tokens), o.err)
+		}
+	case <-time.After(time.Minute):
+		t.Error("a request waited behind a caller that does not read")
+	}
+	close(unblock)
+	o := <-stalledDone
+	if o.err != nil || len(o.res.Tokens) != 600 || !slices.Equal(o.streamed, o.res.Tokens) {
+		t.Errorf("stalled request: err %v, %d tokens in the result, %d streamed", o.err, len(o.res.Tokens), len(o.streamed))
+	}
+}
+
+// Generate on a slot acquired before Close returns ErrClosed.
+func TestGenerateAfterClose(t *testing.T) {
+	e := open(t, 1)
+	s, err := e.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Generate(context.Background(), greedy(4), func(engine.Token) error { return nil }); !errors.Is(err, engine.ErrClosed) {
+		t.Errorf("Generate after Close: %v", err)
+	}
+	if e.Model().VocabSize() != 65024 || e.ContextSize() != 256 {
+		t.Errorf("sizes after Close: vocab %d context %d", e.Model().VocabSize(), e.ContextSize())
+	}
+	if _, err := e.Model().Tokenize("hi", false, false); !errors.Is(err, binding.ErrClosed) {
+		t.Errorf("Tokenize after Close: %v", err)
+	}
+	s.Release()
+}
+
+// Close while requests are in flight ends them as cancelled.
+func TestCloseDuringGenerate(t *testing.T) {
+	e := open(t, 2)
+	var wg sync.WaitGroup
+	started := make(chan struct{}, 2)
+	for range 2 {
+		s, _ := e.Acquire(context.Background())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n := 0
+			res, err := s.Generate(context.Background(), engine.Request{Prompt: prompt}, func(engine.Token) error {
+				if n++; n == 1 {
+					started <- struct{}{}
+				}
+				return nil
+			})
+			if err != nil && !errors.Is(err, engine.ErrClosed) {
+				t.Errorf("generate during Close: %v", err)
+			}
+			if err == nil && res.Finish != engine.FinishCancelled && res.Finish != engine.FinishLength {
+				t.Errorf("generate during Close: finish %q", res.Finish)
+			}
+		}()
+	}
+	<-started
+	<-started
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+}
