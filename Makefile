@@ -22,13 +22,16 @@ export CGO_CFLAGS   := $(OPT_FLAGS)
 export CGO_CXXFLAGS := $(OPT_FLAGS)
 export CGO_LDFLAGS  := -fopenmp
 
-# Test binaries that link the binding (cgo, llama.cpp) run without the race
-# detector, which would rebuild llama.cpp under other flags; the rest run with it.
+# Pure-Go packages run under the race detector. Test binaries that link the
+# binding (cgo, llama.cpp) run without it, except RACE_CGO_PKGS (the binding,
+# the engine and its two adapters), which run under it as well: the first
+# such run compiles llama.cpp once more for the race build (cached after).
 TEST_DEPS = $(GO) list -test -f '{{.ImportPath}} {{join .Deps " "}}' ./...
 CGO_PKGS  = $(shell $(TEST_DEPS) | awk '$$1 !~ /_test$$/ && $$2 !~ /^\[/ && / github.com\/ollama\/ollama\/llama\/llama.cpp\/src( |$$)/ {sub(/\.test$$/, "", $$1); print $$1}' | sort -u)
 # `./...` skips folders named testdata, so the test-data helpers are named.
 TESTDATA_PKGS = ./internal/testdata ./internal/testdata/fetch
 PURE_PKGS = $(filter-out $(CGO_PKGS),$(shell $(GO) list ./...)) $(TESTDATA_PKGS)
+RACE_CGO_PKGS = ./binding ./engine ./chat/backend ./server/enginebackend
 
 BIN := bin/chatglm
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
@@ -51,6 +54,7 @@ vet: mod
 test: vet testdata
 	$(GO) test -race -count=1 $(PURE_PKGS)
 	$(if $(strip $(CGO_PKGS)),$(GO) test -count=1 -timeout 30m $(CGO_PKGS))
+	$(GO) test -race -count=1 -timeout 30m $(RACE_CGO_PKGS)
 
 # Fetch the tokenizer/config test files when the shared folder is absent.
 testdata:
