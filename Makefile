@@ -56,6 +56,13 @@ test: vet testdata
 	$(if $(strip $(CGO_PKGS)),$(GO) test -count=1 -timeout 30m $(CGO_PKGS))
 	$(GO) test -race -count=1 -timeout 30m $(RACE_CGO_PKGS)
 
+# Every Go fuzz target in the repo (func FuzzXxx in any _test.go), FUZZTIME
+# each (default 1m); CI runs FUZZTIME=10s. See scripts/fuzz.sh.
+.PHONY: fuzz
+FUZZTIME ?= 1m
+fuzz: mod
+	FUZZTIME=$(FUZZTIME) GO=$(GO) ./scripts/fuzz.sh
+
 # Fetch the tokenizer/config test files when the shared folder is absent.
 testdata:
 	@$(GO) run ./internal/testdata/fetch
