@@ -18,7 +18,10 @@
 #   - soak: serve --parallel 4 for SOAK_DURATION (default 5m) with 8
 #     streaming clients, without and then with hostile clients: their p99
 #     latency, failures, the server's RSS growth and liveness
-#     (scripts/bench-soak.sh, whose header lists its SOAK_* variables).
+#     (scripts/bench-soak.sh, whose header lists its SOAK_* variables);
+#   - three replicas behind HAProxy: multi-turn TTFT with session affinity
+#     against round robin, aggregate tokens/s against one replica
+#     (scripts/bench-replicas.sh, BENCH_REPLICAS_* variables).
 #
 # Cached outside the repository in $CHATGLM_BENCH_DIR (default
 # ~/.cache/chatglm-bench): the 12.5 GB checkpoint, and the GGUFs
@@ -35,7 +38,8 @@
 #   BENCH_REPS      repetitions per test             (2; plus one warm-up run)
 #   BENCH_REPS_F16  repetitions of the f16 tests     (1)
 #   BENCH_SKIP      steps to skip, comma-separated:
-#                   convert,f16,q8_0,q4_0,variants,kernel,ttft,download,server,soak
+#                   convert,f16,q8_0,q4_0,variants,kernel,ttft,download,server,soak,
+#                   replicas
 #   BENCH_OUT       output folder                    (bench-results/<date>)
 # The tg length is in the table (tg16, tg32, tg128); tokens/s of a short
 # generation is slightly higher than tg128's (shorter KV to attend over),
@@ -171,6 +175,11 @@ fi
 if ! skip soak; then
 	log "soak: well-behaved and hostile clients, ${SOAK_DURATION:-5m} per run (scripts/bench-soak.sh)"
 	BIN=$BIN scripts/bench-soak.sh >"$RAW/soak.txt" || log "bench-soak reported a miss or failed (see $RAW/soak.txt)"
+fi
+
+if ! skip replicas; then
+	log "replicas behind HAProxy (scripts/bench-replicas.sh)"
+	BIN=$BIN scripts/bench-replicas.sh >"$RAW/replicas.txt" || log "bench-replicas failed (see $RAW/replicas.txt)"
 fi
 
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RAW/info.txt"

@@ -8,8 +8,9 @@
 // bench-<type>.time (GNU time -v) for each model type, convert.txt
 // (scripts/bench-convert.sh), ttft.json (internal/benchttft),
 // download.txt (scripts/bench-download.sh), server.txt
-// (scripts/bench-server.sh), soak.txt (scripts/bench-soak.sh) and info.txt;
-// missing files leave their rows out.
+// (scripts/bench-server.sh), replicas.txt (scripts/bench-replicas.sh),
+// soak.txt (scripts/bench-soak.sh) and info.txt; missing files leave their
+// rows out.
 package main
 
 import (
@@ -236,6 +237,7 @@ func build(raw string) (*Report, error) {
 	if p, ok := serverPair(raw); ok {
 		rep.Figures = append(rep.Figures, p)
 	}
+	rep.Figures = append(rep.Figures, replicasPairs(raw)...)
 	if sk, ok := soak(raw); ok {
 		rep.Soak = sk
 		rep.Figures = append(rep.Figures, soakPairs(sk)...)
@@ -461,6 +463,44 @@ func serverPair(raw string) (Pair, bool) {
 	return Pair{Name: "server load, aggregate tokens/s", Value: fmt.Sprintf("%s %.1f t/s", r.Runs[0].Label, r.Runs[0].TPS),
 		Baseline: fmt.Sprintf("%s %.1f t/s", r.Runs[1].Label, r.Runs[1].TPS), Ratio: r.Ratio, Target: ">= 2",
 		Note: fmt.Sprintf("%d failures; model: %s", r.Failures, r.Model)}, true
+}
+
+// replicasPairs reads raw/replicas.txt (scripts/bench-replicas.sh): the
+// multi-turn TTFT with session affinity against round robin, and the
+// aggregate tokens/s of three replicas against one.
+func replicasPairs(raw string) []Pair {
+	t, ok := readText(raw, "replicas.txt")
+	if !ok {
+		return nil
+	}
+	var r struct {
+		Model     string  `json:"model"`
+		Convs     int     `json:"conversations"`
+		Turns     int     `json:"turns"`
+		AffTTFT   float64 `json:"affinity_mean_ttft_ms"`
+		RRTTFT    float64 `json:"roundrobin_mean_ttft_ms"`
+		TTFTRatio float64 `json:"ttft_ratio"`
+		AffCached float64 `json:"affinity_cached_share"`
+		RRCached  float64 `json:"roundrobin_cached_share"`
+		OneTPS    float64 `json:"one_replica_tokens_per_s"`
+		ThreeTPS  float64 `json:"three_tokens_per_s"`
+		TPSRatio  float64 `json:"tps_ratio"`
+		Failures  int     `json:"failures"`
+		LoadAvg   string  `json:"loadavg"`
+	}
+	if err := json.Unmarshal(lastLine([]byte(t)), &r); err != nil || r.AffTTFT == 0 {
+		return nil
+	}
+	note := fmt.Sprintf("3 replicas on this machine's cores, behind HAProxy; %d failures; load average %s; model: %s", r.Failures, r.LoadAvg, r.Model)
+	return []Pair{
+		{Name: fmt.Sprintf("multi-turn TTFT across 3 replicas (%d conversations x %d turns), round robin / session affinity", r.Convs, r.Turns),
+			Value:    fmt.Sprintf("affinity %.0f ms (%.0f%% of prompt tokens cached)", r.AffTTFT, 100*r.AffCached),
+			Baseline: fmt.Sprintf("round robin %.0f ms (%.0f%% cached)", r.RRTTFT, 100*r.RRCached),
+			Ratio:    r.TTFTRatio, Note: note},
+		{Name: "aggregate tokens/s, 3 replicas behind HAProxy / 1 replica",
+			Value: fmt.Sprintf("%.1f t/s", r.ThreeTPS), Baseline: fmt.Sprintf("%.1f t/s", r.OneTPS),
+			Ratio: r.TPSRatio, Note: "the replicas share this machine's cores; on N machines each has its own"},
+	}
 }
 
 // soak reads the verdict of raw/soak.txt.
