@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -22,7 +23,7 @@ type Options struct {
 	Input   string // checkpoint folder
 	Output  string // GGUF file to write
 	Type    string // output type of 2-D weights: "f16" (default), "bf16" or "f32"
-	Force   bool   // overwrite an existing Output
+	Force   bool   // overwrite an existing Output (else Convert fails with an error wrapping fs.ErrExist)
 	Threads int    // conversion workers; 0 means all cores
 	Name    string // general.name; default: the model name from config.json or the folder
 	// Progress, if set, is called from one goroutine after each chunk of
@@ -81,7 +82,7 @@ func Convert(ctx context.Context, opts Options) (*Result, error) {
 	}
 	if !opts.Force {
 		if _, err := os.Stat(opts.Output); err == nil {
-			return nil, fmt.Errorf("convert: %s already exists (use --force to overwrite)", opts.Output)
+			return nil, fmt.Errorf("convert: %s: %w", opts.Output, fs.ErrExist)
 		}
 	}
 	cfg, err := LoadConfig(opts.Input)
@@ -179,7 +180,7 @@ func writeAtomically(ctx context.Context, path string, force bool, fill func(io.
 	}
 	if !force {
 		if _, err := os.Stat(path); err == nil {
-			return 0, fmt.Errorf("convert: %s appeared while converting (use --force to overwrite)", path)
+			return 0, fmt.Errorf("convert: %s appeared while converting: %w", path, fs.ErrExist)
 		}
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {

@@ -45,7 +45,7 @@ target and renamed into place when complete.`,
 			})
 			finish()
 			if err != nil {
-				return err
+				return withForceHint(err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s: %d tensors, %s, %d parameters from %s, %.2f GB in %s\n",
 				res.Output, res.Tensors, res.Type, res.Params, res.Format, float64(res.Bytes)/1e9, res.Duration.Round(time.Millisecond))

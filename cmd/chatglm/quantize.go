@@ -51,7 +51,7 @@ bar compares the bytes written with an estimate of the final size.`,
 			})
 			j.end()
 			if err != nil {
-				return err
+				return withForceHint(err)
 			}
 			size := int64(0)
 			if st, err := os.Stat(out); err == nil {

@@ -26,14 +26,12 @@ import (
 	"github.com/chatglm/chatglm/gguf"
 )
 
-// ErrExists is returned when the target exists and Options.Force is not set.
-var ErrExists = errors.New("target file exists (use --force to overwrite)")
-
 // Options control File.
 type Options struct {
 	// Threads for llama.cpp's quantizer (0 = one per CPU).
 	Threads int
-	// Force replaces an existing target.
+	// Force replaces an existing target; without it File fails with an
+	// error wrapping fs.ErrExist.
 	Force bool
 	// Progress, if set, is called about every ProgressInterval (and once at
 	// the end with written == estimate) with the bytes written so far and
@@ -171,7 +169,7 @@ func checkTarget(out string, force bool) error {
 	case !st.Mode().IsRegular():
 		return fmt.Errorf("%s exists and is not a regular file", out)
 	case !force:
-		return fmt.Errorf("%s: %w", out, ErrExists)
+		return fmt.Errorf("%s: %w", out, fs.ErrExist)
 	}
 	return nil
 }
@@ -184,7 +182,7 @@ func place(tmp, out string, force bool) error {
 	}
 	if err := os.Link(tmp, out); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%s: %w", out, ErrExists)
+			return fmt.Errorf("%s: %w", out, fs.ErrExist)
 		}
 		// File systems without hard links: check, then rename.
 		if err := checkTarget(out, false); err != nil {
