@@ -23,7 +23,7 @@
 # BIN (default bin/chatglm), SOAK_DURATION (5m), SOAK_WARMUP (30s),
 # SOAK_CLIENTS (8), SOAK_HOSTILE (7: one per kind), SOAK_HOSTILE_KINDS
 # (comma-separated subset; default all), SOAK_MAX_TOKENS (32),
-# SOAK_PARALLEL (4), SOAK_THREADS (0 = all cores), SOAK_MEM_LIMIT_MB (8192:
+# SOAK_PARALLEL (4), SOAK_THREADS (0 = all cores), SOAK_MEM_LIMIT_MB (4096:
 # the server runs under `ulimit -v`, so a memory blow-up ends the server, not
 # the machine).
 set -euo pipefail
@@ -40,7 +40,7 @@ PARALLEL=${SOAK_PARALLEL:-4}
 THREADS=${SOAK_THREADS:-0}
 HIDDEN=${SOAK_HIDDEN:-512}
 LAYERS=${SOAK_LAYERS:-4}
-MEM_LIMIT_MB=${SOAK_MEM_LIMIT_MB:-8192}
+MEM_LIMIT_MB=${SOAK_MEM_LIMIT_MB:-4096}
 
 [ -x "$BIN" ] || make build
 work=$(mktemp -d)
@@ -68,9 +68,17 @@ kinds=()
 [ -n "$KINDS" ] && kinds=(-hostile-kinds "$KINDS")
 shutdown_failed=0
 
+# running PID: the process runs and is not a zombie (bash may already have
+# reaped a server that died).
+running() {
+	local state
+	state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || true
+	[ -n "$state" ] && [ "$state" != Z ]
+}
+
 # soak_run LABEL HOSTILE OUT: serve, soak, stop with SIGTERM.
 soak_run() {
-	local label=$1 hostile=$2 out=$3 log="$work/serve-$1.log" url= state rc=0 watchdog
+	local label=$1 hostile=$2 out=$3 log="$work/serve-$1.log" url= rc=0
 	(
 		ulimit -v $((MEM_LIMIT_MB * 1024))
 		exec "$BIN" serve -m "$model" --port 0 --parallel "$PARALLEL" --threads "$THREADS" --queue 64 \
@@ -86,21 +94,22 @@ soak_run() {
 	curl -fs "$url/health" >/dev/null || { cat "$log" >&2; echo "bench-soak: server not healthy" >&2; exit 1; }
 	"$work/loadgen" -soak "$DURATION" -soak-warmup "$WARMUP" -url "$url" -pid "$server_pid" \
 		-clients "$CLIENTS" -max-tokens "$MAX_TOKENS" -hostile "$hostile" "${kinds[@]}" -label "$label" >"$out"
-	state=$(sed 's/.*) //' "/proc/$server_pid/stat" 2>/dev/null | cut -d' ' -f1)
-	if [ -n "$state" ] && [ "$state" != Z ]; then
+	if running "$server_pid"; then
 		kill -TERM "$server_pid"
 		# Shutdown waits for requests in flight (--shutdown-timeout); past
 		# 2 minutes it is stuck.
-		(sleep 120 && kill -KILL "$server_pid" 2>/dev/null) &
-		watchdog=$!
+		for _ in $(seq 1 1200); do running "$server_pid" || break; sleep 0.1; done
+		if running "$server_pid"; then
+			echo "bench-soak: $label: serve still running 2 minutes after SIGTERM: killed"
+			kill -KILL "$server_pid"
+		fi
 		wait "$server_pid" || rc=$?
-		kill "$watchdog" 2>/dev/null || true
 		echo "bench-soak: $label: serve exited with status $rc after SIGTERM"
 		[ "$rc" -eq 0 ] || shutdown_failed=1
 	else
 		wait "$server_pid" || rc=$?
-		echo "bench-soak: $label: serve had died (exit status $rc); the end of its log:"
-		tail -n 8 "$log" | cut -c1-300 | sed 's/^/  /'
+		echo "bench-soak: $label: serve had died (exit status $rc); from its log:"
+		{ grep -m 4 -E '^(fatal error|panic|runtime: |SIG[A-Z]+|.*out of memory)' "$log" || tail -n 4 "$log"; } | cut -c1-300 | sed 's/^/  /'
 	fi
 	server_pid=
 }

@@ -229,6 +229,9 @@ func soak(parent context.Context, cfg soakConfig) (soakResult, error) {
 	overrun.Stop()
 
 	res.Alive, res.AliveNote = alive(hc, cfg.URL, cfg.Key, cfg.PID)
+	if res.DiedAfterSecs > 0 {
+		res.AliveNote += fmt.Sprintf(", found %.0f s into the run (warm-up %.0f s)", res.DiedAfterSecs, cfg.Warmup.Seconds())
+	}
 	cancel(nil)
 	<-samplerDone
 	res.RSSPeakKiB = sampler.peakKiB()
