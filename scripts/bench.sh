@@ -90,8 +90,13 @@ else
 fi
 log "results in $OUT; cache in $BENCH_DIR (load average $(cut -d' ' -f1 /proc/loadavg))"
 
+# The model steps need the synthetic checkpoint and its GGUFs; the kernel,
+# download, server and soak steps do not (a run of those alone makes none).
+models=0
+for s in f16 q8_0 q4_0 variants ttft; do skip "$s" || models=1; done
+
 # The synthetic checkpoint (12.5 GB, made once).
-go run ./internal/testmodel/cmd/synth -o "$SRC" >/dev/null
+[ "$models" = 1 ] && go run ./internal/testmodel/cmd/synth -o "$SRC" >/dev/null
 
 # Conversion against cp. Run before the GGUFs fill the page cache.
 if ! skip convert; then
@@ -101,13 +106,13 @@ fi
 
 # The GGUFs (made once).
 F16=$BENCH_DIR/chatglm3-6b-f16.gguf
-if [ ! -f "$F16" ]; then
+if [ "$models" = 1 ] && [ ! -f "$F16" ]; then
 	log "converting the checkpoint to $F16 (once)"
 	"$BIN" convert "$SRC" -o "$F16" --type f16 >&2
 fi
 for q in q8_0 q4_0; do
 	f=$BENCH_DIR/chatglm3-6b-$q.gguf
-	if [ ! -f "$f" ]; then
+	if [ "$models" = 1 ] && [ ! -f "$f" ]; then
 		log "quantizing to $f (once)"
 		"$BIN" quantize "$F16" "$f" "$q" >&2
 	fi
