@@ -46,9 +46,20 @@ func TestUnpickleRefuses(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	_, err := Unpickle([]byte(cases["os.system"]))
-	if !strings.Contains(err.Error(), "refusing global os.system") {
-		t.Errorf("error %v", err)
+	// One error style: where, which opcode, what.
+	for p, want := range map[string]string{
+		cases["os.system"]:                  "pickle at byte 13: GLOBAL: refusing global os.system",
+		cases["bad memo"]:                   "pickle at byte 4: BINGET: memo entry 5 missing",
+		cases["odd setitems"]:               "SETITEMS: an odd number of items",
+		cases["stack underflow"]:            "REDUCE: stack underflow",
+		"\x80\x02J\x01\x00":                 "BININT: truncated",
+		"\x80\x02cbuil\x1b[2Jtins\neval\n.": `GLOBAL: refusing global "buil\x1b[2Jtins.eval"`,
+		"\x80\x02)K\x01a.":                  "APPEND: append to convert.PickleTuple",
+	} {
+		_, err := Unpickle([]byte(p))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: got %v, want %q", p, err, want)
+		}
 	}
 }
 

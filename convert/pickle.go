@@ -5,14 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/big"
 )
 
-// The pickle reader below understands the subset of the pickle protocol
-// that torch.save emits for a state dict (protocol 2, plus the few
-// protocol 3/4 opcodes newer writers use). It never imports or calls
-// anything: GLOBAL may only name a short allow-list of torch and
-// collections objects, and REDUCE only "calls" those by building Go values.
+// The torch checkpoint reader is three files:
+//   - pickle.go (this file): a restricted pickle interpreter. It understands
+//     the subset of the protocol that torch.save emits for a state dict
+//     (protocol 2, plus the few protocol 3/4 opcodes newer writers use) and
+//     never imports or calls anything.
+//   - torch.go: the torch objects a state dict pickle may build (storages,
+//     tensors, OrderedDict) and StateDictTensors, which reads the result.
+//   - torchbin.go: the torch.save zip archive around the pickle and the
+//     storages, and where each tensor's bytes lie in it.
 
 // PickleGlobal is a module-level name referenced by a pickle (GLOBAL).
 type PickleGlobal struct{ Module, Name string }
@@ -44,32 +47,6 @@ func (d *PickleDict) set(k, v any) error {
 	return nil
 }
 
-// TorchStorage is a storage named by a persistent id:
-// ('storage', <torch.XStorage>, key, location, numel).
-type TorchStorage struct {
-	DType    string // F16, BF16, F32, F64, I64, ...
-	Key      string // the archive/data/<key> entry
-	Location string
-	Numel    int64
-}
-
-// TorchTensor is a tensor rebuilt by torch._utils._rebuild_tensor_v2.
-type TorchTensor struct {
-	Storage       *TorchStorage
-	StorageOffset int64 // in elements
-	Shape         []int64
-	Stride        []int64
-}
-
-// storageDTypes maps torch's legacy storage class names to dtypes.
-var storageDTypes = map[string]string{
-	"HalfStorage": "F16", "BFloat16Storage": "BF16", "FloatStorage": "F32",
-	"DoubleStorage": "F64", "LongStorage": "I64", "IntStorage": "I32",
-	"ShortStorage": "I16", "CharStorage": "I8", "ByteStorage": "U8", "BoolStorage": "BOOL",
-}
-
-type storageType struct{ dtype string }
-
 type pickleMark struct{}
 
 // Limits for hostile input. A ChatGLM3 state dict pushes about 20 values
@@ -82,7 +59,10 @@ const (
 	maxPickleValues = 1 << 21
 )
 
-var errPickleStack = errors.New("stack underflow")
+var (
+	errPickleStack = errors.New("stack underflow")
+	errTruncated   = errors.New("truncated")
+)
 
 type unpickler struct {
 	data  []byte
@@ -103,13 +83,123 @@ func Unpickle(data []byte) (any, error) {
 	return v, nil
 }
 
+// run executes opcodes until STOP. Every opcode's handler returns a plain
+// error, which run prefixes with the opcode's name.
+func (u *unpickler) run() (any, error) {
+	for {
+		if u.pos >= len(u.data) {
+			return nil, errors.New("truncated: no STOP")
+		}
+		code := u.data[u.pos]
+		u.pos++
+		if code == '.' { // STOP
+			v, err := u.pop()
+			if err != nil {
+				return nil, fmt.Errorf("STOP: %w", err)
+			}
+			return v, nil
+		}
+		op := pickleOps[code]
+		if op.run == nil {
+			return nil, fmt.Errorf("unsupported pickle opcode 0x%02x", code)
+		}
+		if err := op.run(u, code); err != nil {
+			return nil, fmt.Errorf("%s: %w", op.name, err)
+		}
+	}
+}
+
+// pickleOp is the handler of one opcode; code is the opcode byte, for
+// handlers shared by a group of opcodes.
+type pickleOp struct {
+	name string
+	run  func(u *unpickler, code byte) error
+}
+
+// pickleOps lists every opcode the reader understands, by group.
+var pickleOps = [256]pickleOp{
+	// Protocol and framing.
+	0x80: {"PROTO", (*unpickler).opProto},
+	0x95: {"FRAME", (*unpickler).opFrame}, // frames are just inline data here
+
+	// Constants and empty containers.
+	'(':  {"MARK", pushConst(func() any { return pickleMark{} })},
+	'}':  {"EMPTY_DICT", pushConst(func() any { return newDict() })},
+	']':  {"EMPTY_LIST", pushConst(func() any { return &PickleList{} })},
+	')':  {"EMPTY_TUPLE", pushConst(func() any { return PickleTuple{} })},
+	'N':  {"NONE", pushConst(func() any { return nil })},
+	0x88: {"NEWTRUE", pushConst(func() any { return true })},
+	0x89: {"NEWFALSE", pushConst(func() any { return false })},
+
+	// Numbers.
+	'K':  {"BININT1", (*unpickler).opInt},
+	'M':  {"BININT2", (*unpickler).opInt},
+	'J':  {"BININT", (*unpickler).opInt},
+	0x8a: {"LONG1", (*unpickler).opLong},
+	0x8b: {"LONG4", (*unpickler).opLong},
+	'G':  {"BINFLOAT", (*unpickler).opFloat},
+
+	// Strings and bytes.
+	'X':  {"BINUNICODE", (*unpickler).opString},
+	0x8c: {"SHORT_BINUNICODE", (*unpickler).opString},
+	'T':  {"BINSTRING", (*unpickler).opString},
+	'U':  {"SHORT_BINSTRING", (*unpickler).opString},
+	'B':  {"BINBYTES", (*unpickler).opString},
+	'C':  {"SHORT_BINBYTES", (*unpickler).opString},
+	0x8e: {"BINBYTES8", (*unpickler).opString},
+
+	// The memo.
+	'q':  {"BINPUT", (*unpickler).opPut},
+	'r':  {"LONG_BINPUT", (*unpickler).opPut},
+	0x94: {"MEMOIZE", (*unpickler).opPut},
+	'h':  {"BINGET", (*unpickler).opGet},
+	'j':  {"LONG_BINGET", (*unpickler).opGet},
+
+	// Tuples, lists and dicts.
+	't':  {"TUPLE", (*unpickler).opTuple},
+	0x85: {"TUPLE1", (*unpickler).opTuple},
+	0x86: {"TUPLE2", (*unpickler).opTuple},
+	0x87: {"TUPLE3", (*unpickler).opTuple},
+	'a':  {"APPEND", (*unpickler).opAppend},
+	'e':  {"APPENDS", (*unpickler).opAppend},
+	's':  {"SETITEM", (*unpickler).opSetItem},
+	'u':  {"SETITEMS", (*unpickler).opSetItem},
+
+	// Objects: only the allow-listed torch and collections names (torch.go).
+	'c':  {"GLOBAL", (*unpickler).opGlobal},
+	0x93: {"STACK_GLOBAL", (*unpickler).opGlobal},
+	'Q':  {"BINPERSID", (*unpickler).opPersID},
+	'R':  {"REDUCE", (*unpickler).opReduce},
+	0x81: {"NEWOBJ", (*unpickler).opReduce}, // cls(*args): the same allow-listed rebuild
+	'b':  {"BUILD", (*unpickler).opBuild},
+
+	// Stack manipulation.
+	'0': {"POP", (*unpickler).opPop},
+	'2': {"DUP", (*unpickler).opDup},
+}
+
+// Reading the opcode stream.
+
 func (u *unpickler) take(n int) ([]byte, error) {
 	if n < 0 || n > len(u.data)-u.pos {
-		return nil, errors.New("truncated")
+		return nil, errTruncated
 	}
 	b := u.data[u.pos : u.pos+n]
 	u.pos += n
 	return b, nil
+}
+
+// uint reads an n-byte (1, 2, 4 or 8) little-endian unsigned integer.
+func (u *unpickler) uint(n int) (uint64, error) {
+	b, err := u.take(n)
+	if err != nil {
+		return 0, err
+	}
+	var v uint64
+	for i := n - 1; i >= 0; i-- {
+		v = v<<8 | uint64(b[i])
+	}
+	return v, nil
 }
 
 func (u *unpickler) line() (string, error) {
@@ -122,6 +212,8 @@ func (u *unpickler) line() (string, error) {
 	}
 	return "", errors.New("truncated line")
 }
+
+// The stack.
 
 func (u *unpickler) push(v any) error {
 	if len(u.stack) >= maxPickleStack {
@@ -136,14 +228,11 @@ func (u *unpickler) push(v any) error {
 }
 
 func (u *unpickler) pop() (any, error) {
-	if len(u.stack) == 0 {
-		return nil, errPickleStack
+	v, err := u.top()
+	if err != nil {
+		return nil, err
 	}
-	v := u.stack[len(u.stack)-1]
 	u.stack = u.stack[:len(u.stack)-1]
-	if _, ok := v.(pickleMark); ok {
-		return nil, errors.New("unexpected mark")
-	}
 	return v, nil
 }
 
@@ -158,6 +247,28 @@ func (u *unpickler) top() (any, error) {
 	return v, nil
 }
 
+// popN pops the top n values, returning them in stack order.
+func (u *unpickler) popN(n int) ([]any, error) {
+	items := make([]any, n)
+	for i := n - 1; i >= 0; i-- {
+		v, err := u.pop()
+		if err != nil {
+			return nil, err
+		}
+		items[i] = v
+	}
+	return items, nil
+}
+
+// popArgs pops an opcode's operands: the top n values, or with n == 0
+// everything above the topmost mark (and the mark).
+func (u *unpickler) popArgs(n int) ([]any, error) {
+	if n == 0 {
+		return u.popMark()
+	}
+	return u.popN(n)
+}
+
 // popMark pops everything above the topmost mark, and the mark.
 func (u *unpickler) popMark() ([]any, error) {
 	for i := len(u.stack) - 1; i >= 0; i-- {
@@ -170,485 +281,315 @@ func (u *unpickler) popMark() ([]any, error) {
 	return nil, errors.New("no mark on the stack")
 }
 
-func (u *unpickler) memoPut(i uint32) error {
-	v, err := u.top()
+// Opcode handlers, in the order of pickleOps.
+
+func (u *unpickler) opProto(byte) error {
+	p, err := u.uint(1)
 	if err != nil {
 		return err
 	}
-	if _, ok := u.memo[i]; !ok && len(u.memo) >= maxPickleMemo {
-		return errors.New("memo too large")
+	if p > 5 {
+		return fmt.Errorf("unsupported pickle protocol %d", p)
 	}
-	u.memo[i] = v
 	return nil
 }
 
-func (u *unpickler) run() (any, error) {
-	le := binary.LittleEndian
-	for {
-		b, err := u.take(1)
-		if err != nil {
-			return nil, errors.New("truncated: no STOP")
-		}
-		op := b[0]
-		switch op {
-		case 0x80: // PROTO
-			p, err := u.take(1)
-			if err != nil {
-				return nil, err
-			}
-			if p[0] > 5 {
-				return nil, fmt.Errorf("unsupported pickle protocol %d", p[0])
-			}
-		case 0x95: // FRAME (8-byte length; frames are just inline data here)
-			if _, err := u.take(8); err != nil {
-				return nil, err
-			}
-		case '.': // STOP
-			return u.pop()
-		case '(': // MARK
-			err = u.push(pickleMark{})
-		case '}': // EMPTY_DICT
-			err = u.push(newDict())
-		case ']': // EMPTY_LIST
-			err = u.push(&PickleList{})
-		case ')': // EMPTY_TUPLE
-			err = u.push(PickleTuple{})
-		case 'N': // NONE
-			err = u.push(nil)
-		case 0x88: // NEWTRUE
-			err = u.push(true)
-		case 0x89: // NEWFALSE
-			err = u.push(false)
-		case 'K': // BININT1
-			var x []byte
-			if x, err = u.take(1); err == nil {
-				err = u.push(int64(x[0]))
-			}
-		case 'M': // BININT2
-			var x []byte
-			if x, err = u.take(2); err == nil {
-				err = u.push(int64(le.Uint16(x)))
-			}
-		case 'J': // BININT
-			var x []byte
-			if x, err = u.take(4); err == nil {
-				err = u.push(int64(int32(le.Uint32(x))))
-			}
-		case 0x8a, 0x8b: // LONG1, LONG4
-			var n int
-			if op == 0x8a {
-				var x []byte
-				if x, err = u.take(1); err != nil {
-					return nil, err
-				}
-				n = int(x[0])
-			} else {
-				var x []byte
-				if x, err = u.take(4); err != nil {
-					return nil, err
-				}
-				n = int(int32(le.Uint32(x)))
-			}
-			var x []byte
-			if x, err = u.take(n); err != nil {
-				return nil, err
-			}
-			v, err := decodeLong(x)
-			if err != nil {
-				return nil, err
-			}
-			err = u.push(v)
-			if err != nil {
-				return nil, err
-			}
-		case 'G': // BINFLOAT (big-endian)
-			var x []byte
-			if x, err = u.take(8); err == nil {
-				err = u.push(math.Float64frombits(binary.BigEndian.Uint64(x)))
-			}
-		case 'X', 0x8c, 'T', 'U', 'B', 'C', 0x8e: // BINUNICODE, SHORT_BINUNICODE, BINSTRING, SHORT_BINSTRING, BINBYTES, SHORT_BINBYTES, BINBYTES8
-			var n uint64
-			switch op {
-			case 0x8c, 'U', 'C':
-				var x []byte
-				if x, err = u.take(1); err != nil {
-					return nil, err
-				}
-				n = uint64(x[0])
-			case 0x8e:
-				var x []byte
-				if x, err = u.take(8); err != nil {
-					return nil, err
-				}
-				n = le.Uint64(x)
-			default:
-				var x []byte
-				if x, err = u.take(4); err != nil {
-					return nil, err
-				}
-				n = uint64(le.Uint32(x))
-			}
-			if n > uint64(len(u.data)-u.pos) {
-				return nil, errors.New("truncated string")
-			}
-			s, _ := u.take(int(n))
-			if op == 'B' || op == 'C' || op == 0x8e {
-				err = u.push(append([]byte(nil), s...))
-			} else {
-				err = u.push(string(s))
-			}
-		case 'q': // BINPUT
-			var x []byte
-			if x, err = u.take(1); err == nil {
-				err = u.memoPut(uint32(x[0]))
-			}
-		case 'r': // LONG_BINPUT
-			var x []byte
-			if x, err = u.take(4); err == nil {
-				err = u.memoPut(le.Uint32(x))
-			}
-		case 0x94: // MEMOIZE
-			err = u.memoPut(uint32(len(u.memo)))
-		case 'h', 'j': // BINGET, LONG_BINGET
-			var idx uint32
-			if op == 'h' {
-				var x []byte
-				if x, err = u.take(1); err != nil {
-					return nil, err
-				}
-				idx = uint32(x[0])
-			} else {
-				var x []byte
-				if x, err = u.take(4); err != nil {
-					return nil, err
-				}
-				idx = le.Uint32(x)
-			}
-			v, ok := u.memo[idx]
-			if !ok {
-				return nil, fmt.Errorf("memo entry %d missing", idx)
-			}
-			err = u.push(v)
-		case 'c': // GLOBAL
-			mod, err := u.line()
-			if err != nil {
-				return nil, err
-			}
-			name, err := u.line()
-			if err != nil {
-				return nil, err
-			}
-			g, err := resolveGlobal(mod, name)
-			if err != nil {
-				return nil, err
-			}
-			if err := u.push(g); err != nil {
-				return nil, err
-			}
-		case 0x93: // STACK_GLOBAL
-			n, err := u.pop()
-			if err != nil {
-				return nil, err
-			}
-			m, err := u.pop()
-			if err != nil {
-				return nil, err
-			}
-			ms, ok1 := m.(string)
-			ns, ok2 := n.(string)
-			if !ok1 || !ok2 {
-				return nil, errors.New("STACK_GLOBAL needs two strings")
-			}
-			g, err := resolveGlobal(ms, ns)
-			if err != nil {
-				return nil, err
-			}
-			if err := u.push(g); err != nil {
-				return nil, err
-			}
-		case 't': // TUPLE
-			items, err := u.popMark()
-			if err != nil {
-				return nil, err
-			}
-			if err := u.push(PickleTuple(items)); err != nil {
-				return nil, err
-			}
-		case 0x85, 0x86, 0x87: // TUPLE1, TUPLE2, TUPLE3
-			n := int(op - 0x84)
-			if len(u.stack) < n {
-				return nil, errPickleStack
-			}
-			items := make(PickleTuple, n)
-			for i := n - 1; i >= 0; i-- {
-				if items[i], err = u.pop(); err != nil {
-					return nil, err
-				}
-			}
-			err = u.push(items)
-		case 'a', 'e': // APPEND one value, APPENDS the values above the mark
-			name, items := "APPEND", []any(nil)
-			if op == 'a' {
-				v, err := u.pop()
-				if err != nil {
-					return nil, err
-				}
-				items = []any{v}
-			} else {
-				name = "APPENDS"
-				if items, err = u.popMark(); err != nil {
-					return nil, err
-				}
-			}
-			t, err := u.top()
-			if err != nil {
-				return nil, err
-			}
-			l, ok := t.(*PickleList)
-			if !ok {
-				return nil, fmt.Errorf("%s to %T", name, t)
-			}
-			l.Items = append(l.Items, items...)
-		case 's', 'u': // SETITEM one key and value, SETITEMS the pairs above the mark
-			name, items := "SETITEM", []any(nil)
-			if op == 's' {
-				v, err := u.pop()
-				if err != nil {
-					return nil, err
-				}
-				k, err := u.pop()
-				if err != nil {
-					return nil, err
-				}
-				items = []any{k, v}
-			} else {
-				name = "SETITEMS"
-				if items, err = u.popMark(); err != nil {
-					return nil, err
-				}
-				if len(items)%2 != 0 {
-					return nil, errors.New("SETITEMS with an odd number of items")
-				}
-			}
-			t, err := u.top()
-			if err != nil {
-				return nil, err
-			}
-			d, ok := t.(*PickleDict)
-			if !ok {
-				return nil, fmt.Errorf("%s on %T", name, t)
-			}
-			for i := 0; i < len(items); i += 2 {
-				if err := d.set(items[i], items[i+1]); err != nil {
-					return nil, err
-				}
-			}
-		case 'Q': // BINPERSID
-			pid, err := u.pop()
-			if err != nil {
-				return nil, err
-			}
-			s, err := persistentLoad(pid)
-			if err != nil {
-				return nil, err
-			}
-			err = u.push(s)
-			if err != nil {
-				return nil, err
-			}
-		case 'R', 0x81: // REDUCE fn(*args), NEWOBJ cls(*args): the same allow-listed rebuild
-			args, err := u.pop()
-			if err != nil {
-				return nil, err
-			}
-			fn, err := u.pop()
-			if err != nil {
-				return nil, err
-			}
-			v, err := reduce(fn, args)
-			if err != nil {
-				return nil, err
-			}
-			err = u.push(v)
-			if err != nil {
-				return nil, err
-			}
-		case 'b': // BUILD: state is accepted and ignored (e.g. a state dict's _metadata)
-			if _, err := u.pop(); err != nil {
-				return nil, err
-			}
-			if _, err := u.top(); err != nil {
-				return nil, err
-			}
-		case '0': // POP
-			_, err = u.pop()
-		case '2': // DUP
-			var v any
-			if v, err = u.top(); err == nil {
-				err = u.push(v)
-			}
-		default:
-			return nil, fmt.Errorf("unsupported pickle opcode 0x%02x", op)
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
+func (u *unpickler) opFrame(byte) error {
+	_, err := u.take(8)
+	return err
 }
 
+// pushConst makes the handler of an opcode that pushes a fresh constant.
+func pushConst(v func() any) func(*unpickler, byte) error {
+	return func(u *unpickler, _ byte) error { return u.push(v()) }
+}
+
+func (u *unpickler) opInt(code byte) error {
+	var v int64
+	switch code {
+	case 'K':
+		x, err := u.uint(1)
+		if err != nil {
+			return err
+		}
+		v = int64(x)
+	case 'M':
+		x, err := u.uint(2)
+		if err != nil {
+			return err
+		}
+		v = int64(x)
+	default: // 'J', a signed 32-bit integer
+		x, err := u.uint(4)
+		if err != nil {
+			return err
+		}
+		v = int64(int32(uint32(x)))
+	}
+	return u.push(v)
+}
+
+func (u *unpickler) opLong(code byte) error {
+	width := 1 // LONG1
+	if code == 0x8b {
+		width = 4 // LONG4
+	}
+	n, err := u.uint(width)
+	if err != nil {
+		return err
+	}
+	if width == 4 {
+		n = uint64(int64(int32(uint32(n)))) // a negative length is truncation below
+	}
+	x, err := u.take(int(n))
+	if err != nil {
+		return err
+	}
+	v, err := decodeLong(x)
+	if err != nil {
+		return err
+	}
+	return u.push(v)
+}
+
+// decodeLong decodes a little-endian two's complement integer of any
+// length; only values that fit int64 are accepted.
 func decodeLong(x []byte) (int64, error) {
 	if len(x) == 0 {
 		return 0, nil
 	}
+	neg := x[len(x)-1]&0x80 != 0
 	if len(x) > 8 {
-		// Two's complement little-endian; only values that fit int64 are useful.
-		b := make([]byte, len(x))
-		for i := range x {
-			b[len(x)-1-i] = x[i]
+		// The bytes past the eighth may only extend the sign.
+		ext := byte(0)
+		if neg {
+			ext = 0xff
 		}
-		v := new(big.Int).SetBytes(b)
-		if x[len(x)-1]&0x80 != 0 {
-			v.Sub(v, new(big.Int).Lsh(big.NewInt(1), uint(8*len(x))))
+		for _, b := range x[8:] {
+			if b != ext {
+				return 0, errors.New("integer too large")
+			}
 		}
-		if !v.IsInt64() {
+		if (x[7]&0x80 != 0) != neg {
 			return 0, errors.New("integer too large")
 		}
-		return v.Int64(), nil
+		x = x[:8]
 	}
-	var u uint64
+	var v uint64
 	for i := len(x) - 1; i >= 0; i-- {
-		u = u<<8 | uint64(x[i])
+		v = v<<8 | uint64(x[i])
 	}
-	if x[len(x)-1]&0x80 != 0 && len(x) < 8 {
-		u -= 1 << (8 * uint(len(x)))
+	if neg && len(x) < 8 {
+		v |= ^uint64(0) << (8 * uint(len(x)))
 	}
-	return int64(u), nil
+	return int64(v), nil
 }
 
-// resolveGlobal admits only the names a torch state dict needs.
-func resolveGlobal(mod, name string) (any, error) {
-	switch mod + "." + name {
-	case "collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter", "builtins.dict":
-		return PickleGlobal{mod, name}, nil
+func (u *unpickler) opFloat(byte) error {
+	b, err := u.take(8)
+	if err != nil {
+		return err
 	}
-	if mod == "torch" {
-		if dt, ok := storageDTypes[name]; ok {
-			return storageType{dt}, nil
-		}
-	}
-	return nil, fmt.Errorf("refusing global %s.%s (not a torch state dict object)", mod, name)
+	return u.push(math.Float64frombits(binary.BigEndian.Uint64(b))) // big-endian, unlike the rest
 }
 
-func persistentLoad(pid any) (*TorchStorage, error) {
-	t, ok := pid.(PickleTuple)
-	if !ok || len(t) != 5 {
-		return nil, fmt.Errorf("persistent id %T is not a 5-tuple", pid)
+func (u *unpickler) opString(code byte) error {
+	width := 4 // BINUNICODE, BINSTRING, BINBYTES
+	switch code {
+	case 0x8c, 'U', 'C':
+		width = 1
+	case 0x8e:
+		width = 8
 	}
-	if s, _ := t[0].(string); s != "storage" {
-		return nil, fmt.Errorf("persistent id kind %v, want 'storage'", t[0])
+	n, err := u.uint(width)
+	if err != nil {
+		return err
 	}
-	st, ok := t[1].(storageType)
-	if !ok {
-		return nil, fmt.Errorf("persistent id storage type %T", t[1])
+	if n > uint64(len(u.data)-u.pos) {
+		return errors.New("truncated string")
 	}
-	key, ok := t[2].(string)
-	if !ok {
-		return nil, fmt.Errorf("persistent id key %T", t[2])
+	s, _ := u.take(int(n))
+	if code == 'B' || code == 'C' || code == 0x8e {
+		return u.push(append([]byte(nil), s...))
 	}
-	loc, _ := t[3].(string)
-	n, ok := t[4].(int64)
-	if !ok || n < 0 {
-		return nil, fmt.Errorf("persistent id numel %v", t[4])
-	}
-	return &TorchStorage{DType: st.dtype, Key: key, Location: loc, Numel: n}, nil
+	return u.push(string(s))
 }
 
-func intTuple(v any, what string) ([]int64, error) {
-	t, ok := v.(PickleTuple)
-	if !ok {
-		return nil, fmt.Errorf("%s is %T, want a tuple", what, v)
-	}
-	out := make([]int64, len(t))
-	for i, e := range t {
-		n, ok := e.(int64)
-		if !ok {
-			return nil, fmt.Errorf("%s[%d] is %T", what, i, e)
+func (u *unpickler) opPut(code byte) error {
+	var i uint64
+	switch code {
+	case 'q':
+		var err error
+		if i, err = u.uint(1); err != nil {
+			return err
 		}
-		out[i] = n
+	case 'r':
+		var err error
+		if i, err = u.uint(4); err != nil {
+			return err
+		}
+	default: // MEMOIZE
+		i = uint64(len(u.memo))
 	}
-	return out, nil
+	v, err := u.top()
+	if err != nil {
+		return err
+	}
+	if _, ok := u.memo[uint32(i)]; !ok && len(u.memo) >= maxPickleMemo {
+		return fmt.Errorf("memo holds more than %d values", maxPickleMemo)
+	}
+	u.memo[uint32(i)] = v
+	return nil
 }
 
-func reduce(fn, args any) (any, error) {
-	g, ok := fn.(PickleGlobal)
-	if !ok {
-		return nil, fmt.Errorf("REDUCE on %T", fn)
+func (u *unpickler) opGet(code byte) error {
+	width := 1
+	if code == 'j' {
+		width = 4
 	}
-	a, ok := args.(PickleTuple)
-	if !ok {
-		return nil, fmt.Errorf("REDUCE arguments %T", args)
+	i, err := u.uint(width)
+	if err != nil {
+		return err
 	}
-	switch g.Module + "." + g.Name {
-	case "collections.OrderedDict", "builtins.dict":
-		if len(a) != 0 {
-			return nil, fmt.Errorf("%s with %d arguments", g.Name, len(a))
+	v, ok := u.memo[uint32(i)]
+	if !ok {
+		return fmt.Errorf("memo entry %d missing", i)
+	}
+	return u.push(v)
+}
+
+func (u *unpickler) opTuple(code byte) error {
+	n := 0 // TUPLE: the values above the mark
+	if code != 't' {
+		n = int(code - 0x84) // TUPLE1..TUPLE3
+	}
+	items, err := u.popArgs(n)
+	if err != nil {
+		return err
+	}
+	return u.push(PickleTuple(items))
+}
+
+func (u *unpickler) opAppend(code byte) error {
+	n := 0 // APPENDS: the values above the mark
+	if code == 'a' {
+		n = 1
+	}
+	items, err := u.popArgs(n)
+	if err != nil {
+		return err
+	}
+	t, err := u.top()
+	if err != nil {
+		return err
+	}
+	l, ok := t.(*PickleList)
+	if !ok {
+		return fmt.Errorf("append to %T", t)
+	}
+	l.Items = append(l.Items, items...)
+	return nil
+}
+
+func (u *unpickler) opSetItem(code byte) error {
+	n := 0 // SETITEMS: the key/value pairs above the mark
+	if code == 's' {
+		n = 2
+	}
+	items, err := u.popArgs(n)
+	if err != nil {
+		return err
+	}
+	if len(items)%2 != 0 {
+		return errors.New("an odd number of items")
+	}
+	t, err := u.top()
+	if err != nil {
+		return err
+	}
+	d, ok := t.(*PickleDict)
+	if !ok {
+		return fmt.Errorf("set item on %T", t)
+	}
+	for i := 0; i < len(items); i += 2 {
+		if err := d.set(items[i], items[i+1]); err != nil {
+			return err
 		}
-		return newDict(), nil
-	case "torch._utils._rebuild_parameter":
-		if len(a) < 1 {
-			return nil, errors.New("_rebuild_parameter without data")
+	}
+	return nil
+}
+
+func (u *unpickler) opGlobal(code byte) error {
+	var mod, name string
+	if code == 'c' {
+		var err error
+		if mod, err = u.line(); err != nil {
+			return err
 		}
-		if _, ok := a[0].(*TorchTensor); !ok {
-			return nil, fmt.Errorf("_rebuild_parameter of %T", a[0])
+		if name, err = u.line(); err != nil {
+			return err
 		}
-		return a[0], nil
-	case "torch._utils._rebuild_tensor_v2":
-		if len(a) < 4 {
-			return nil, fmt.Errorf("_rebuild_tensor_v2 with %d arguments", len(a))
-		}
-		st, ok := a[0].(*TorchStorage)
-		if !ok {
-			return nil, fmt.Errorf("_rebuild_tensor_v2 storage is %T", a[0])
-		}
-		off, ok := a[1].(int64)
-		if !ok || off < 0 {
-			return nil, fmt.Errorf("_rebuild_tensor_v2 storage offset %v", a[1])
-		}
-		shape, err := intTuple(a[2], "size")
+	} else { // STACK_GLOBAL
+		items, err := u.popN(2)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		stride, err := intTuple(a[3], "stride")
-		if err != nil {
-			return nil, err
+		var ok1, ok2 bool
+		mod, ok1 = items[0].(string)
+		name, ok2 = items[1].(string)
+		if !ok1 || !ok2 {
+			return errors.New("needs two strings")
 		}
-		if len(stride) != len(shape) {
-			return nil, fmt.Errorf("size %v and stride %v differ in length", shape, stride)
-		}
-		return &TorchTensor{Storage: st, StorageOffset: off, Shape: shape, Stride: stride}, nil
 	}
-	return nil, fmt.Errorf("cannot call %s.%s", g.Module, g.Name)
+	g, err := resolveGlobal(mod, name)
+	if err != nil {
+		return err
+	}
+	return u.push(g)
 }
 
-// StateDictTensors extracts name → tensor from an unpickled state dict.
-func StateDictTensors(v any) (map[string]*TorchTensor, []string, error) {
-	d, ok := v.(*PickleDict)
-	if !ok {
-		return nil, nil, fmt.Errorf("top-level object is %T, want a dict of tensors", v)
+func (u *unpickler) opPersID(byte) error {
+	pid, err := u.pop()
+	if err != nil {
+		return err
 	}
-	out := make(map[string]*TorchTensor, len(d.Keys))
-	var names []string
-	for _, k := range d.Keys {
-		name, ok := k.(string)
-		if !ok {
-			return nil, nil, fmt.Errorf("state dict key %v is not a string", k)
-		}
-		t, ok := d.Values[k].(*TorchTensor)
-		if !ok {
-			return nil, nil, fmt.Errorf("state dict entry %s is %T, not a tensor", name, d.Values[k])
-		}
-		out[name] = t
-		names = append(names, name)
+	s, err := persistentLoad(pid)
+	if err != nil {
+		return err
 	}
-	return out, names, nil
+	return u.push(s)
+}
+
+func (u *unpickler) opReduce(byte) error {
+	items, err := u.popN(2)
+	if err != nil {
+		return err
+	}
+	v, err := reduce(items[0], items[1])
+	if err != nil {
+		return err
+	}
+	return u.push(v)
+}
+
+// opBuild accepts and ignores the state (e.g. a state dict's _metadata).
+func (u *unpickler) opBuild(byte) error {
+	if _, err := u.pop(); err != nil {
+		return err
+	}
+	_, err := u.top()
+	return err
+}
+
+func (u *unpickler) opPop(byte) error {
+	_, err := u.pop()
+	return err
+}
+
+func (u *unpickler) opDup(byte) error {
+	v, err := u.top()
+	if err != nil {
+		return err
+	}
+	return u.push(v)
 }
