@@ -182,6 +182,11 @@ func TestWriterErrors(t *testing.T) {
 		t.Error("Q8_0 tensor of 31 elements accepted")
 	}
 	w = NewWriter()
+	w.AddTensor("huge", F32, []uint64{1 << 32, 1 << 32})
+	if _, err := w.Header(); err == nil {
+		t.Error("tensor of 2^64 elements accepted")
+	}
+	w = NewWriter()
 	w.Add("k", 1) // int is not a GGUF type
 	if _, err := w.Header(); err == nil {
 		t.Error("int value accepted")

@@ -137,6 +137,16 @@ func TestReadLimits(t *testing.T) {
 		dupTensor.u32(uint32(F32))
 		dupTensor.u64(0)
 	}
+	// 2^61 F64 elements are 2^64 bytes, which wrapped around to 0 and
+	// passed the check that the data lies inside the file.
+	wrap := newRaw(1, 0)
+	wrap.str("t")
+	wrap.u32(2)
+	wrap.u64(1 << 31)
+	wrap.u64(1 << 30)
+	wrap.u32(uint32(F64))
+	wrap.u64(0)
+	wrap.b.Write(make([]byte, int(alignUp(uint64(wrap.b.Len()), 32))-wrap.b.Len())) // an empty data section
 	cases := map[string]struct {
 		b    []byte
 		want string
@@ -150,6 +160,7 @@ func TestReadLimits(t *testing.T) {
 		"duplicate key":     {dup.b.Bytes(), "duplicate key"},
 		"duplicate tensor":  {dupTensor.b.Bytes(), "duplicate name"},
 		"unknown elem type": {arr(99, 1), "unknown element type"},
+		"byte count wraps":  {wrap.b.Bytes(), "overflow"},
 	}
 	for name, c := range cases {
 		_, err := Read(bytes.NewReader(c.b), int64(len(c.b)), name)

@@ -5,7 +5,10 @@
 // computed up front, so a converter never holds more than one chunk of data.
 package gguf
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+)
 
 // Magic is the first four bytes of every GGUF file.
 const Magic = "GGUF"
@@ -144,7 +147,8 @@ func (t GGMLType) BlockSize() uint64 { return ggmlTraits[t].blockSize }
 func (t GGMLType) TypeSize() uint64 { return ggmlTraits[t].typeSize }
 
 // RowBytes returns the bytes taken by n elements of the type, or an error
-// when the type is unknown or n is not a whole number of blocks.
+// when the type is unknown, n is not a whole number of blocks, or the byte
+// count would overflow int64.
 func (t GGMLType) RowBytes(n uint64) (uint64, error) {
 	tr, ok := ggmlTraits[t]
 	if !ok {
@@ -153,7 +157,11 @@ func (t GGMLType) RowBytes(n uint64) (uint64, error) {
 	if n%tr.blockSize != 0 {
 		return 0, fmt.Errorf("%d elements of %s are not a whole number of %d-element blocks", n, tr.name, tr.blockSize)
 	}
-	return n / tr.blockSize * tr.typeSize, nil
+	blocks := n / tr.blockSize
+	if blocks > math.MaxInt64/tr.typeSize {
+		return 0, fmt.Errorf("%d elements of %s overflow a byte count", n, tr.name)
+	}
+	return blocks * tr.typeSize, nil
 }
 
 // ParseGGMLType maps a ggml type name (case-insensitive, e.g. "f16") to the type.

@@ -160,6 +160,10 @@ func (w *Writer) AddTensor(name string, typ GGMLType, dims []uint64) {
 	}
 	n := uint64(1)
 	for _, d := range dims {
+		if d != 0 && n > math.MaxInt64/d {
+			w.setErr(fmt.Errorf("tensor %s: shape %v overflows", name, dims))
+			return
+		}
 		n *= d
 	}
 	size, err := typ.RowBytes(n)
