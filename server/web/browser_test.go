@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/emulation"
@@ -28,14 +30,13 @@ import (
 	"github.com/chatglm/chatglm/internal/testgguf"
 	"github.com/chatglm/chatglm/internal/testmodel"
 	"github.com/chatglm/chatglm/server"
-	"github.com/chatglm/chatglm/server/web"
 )
 
 func TestMain(m *testing.M) { testgguf.Main(m) }
 
 // newBrowser starts headless Chromium. Without it the test is skipped,
 // unless CI=true, where a missing browser is a failure (.ci/run installs it).
-func newBrowser(t *testing.T) context.Context {
+func newBrowser(t testing.TB) context.Context {
 	t.Helper()
 	var exe string
 	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
@@ -65,7 +66,7 @@ func newBrowser(t *testing.T) context.Context {
 // page is one browser tab on the chat page, recording console errors,
 // exceptions and every URL the page requests.
 type page struct {
-	t      *testing.T
+	t      testing.TB
 	ctx    context.Context
 	origin string
 	mu     sync.Mutex
@@ -74,7 +75,7 @@ type page struct {
 	allow  []string // console errors to accept (substrings)
 }
 
-func openPage(t *testing.T, bctx context.Context, url string) *page {
+func openPage(t testing.TB, bctx context.Context, url string) *page {
 	t.Helper()
 	ctx, cancel := chromedp.NewContext(bctx)
 	t.Cleanup(cancel)
@@ -128,6 +129,13 @@ next:
 		out = append(out, e)
 	}
 	return out
+}
+
+// allowErrors sets the console errors that are expected from now on.
+func (p *page) allowErrors(subs ...string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.allow = subs
 }
 
 // checkClean fails on console errors and on requests that left the origin.
@@ -190,7 +198,7 @@ const idle = `!document.body.classList.contains('busy')`
 // lastReply is the text of the last message's body.
 const lastReply = `((document.querySelector('#messages article:last-of-type .body')||{}).textContent||'')`
 
-func screenshotDir(t *testing.T) string {
+func screenshotDir(t testing.TB) string {
 	dir := os.Getenv("CHATGLM_SCREENSHOTS")
 	if dir == "" {
 		dir = filepath.Join(os.TempDir(), "chatglm-web-screenshots")
@@ -213,7 +221,7 @@ func (p *page) screenshot(name string) {
 }
 
 // fakeServer serves the page and the API in process over a scripted backend.
-func fakeServer(t *testing.T, apiKey string) (*httptest.Server, *fakeBackend) {
+func fakeServer(t testing.TB, apiKey string) (*httptest.Server, *fakeBackend) {
 	t.Helper()
 	pg := newPage(t)
 	srv := server.New(server.Options{ModelID: "tiny", APIKey: apiKey, Web: pg, Queue: 4,
@@ -489,7 +497,7 @@ func TestPageFakeBackend(t *testing.T) {
 
 	// CSP is enforced: an injected inline script does not run.
 	p.checkClean()
-	p.allow = append(p.allow, "Content Security Policy")
+	p.allowErrors("Content Security Policy")
 	p.run(chromedp.Evaluate(`const s = document.createElement('script'); s.textContent = 'window.__inline = 1'; document.body.append(s); true`, nil))
 	if v := evalJS[bool](p, `window.__inline === undefined`); !v {
 		t.Error("an inline script ran: the CSP is not enforced")
@@ -514,7 +522,7 @@ func TestPageFakeBackend(t *testing.T) {
 	p.waitJS(`getComputedStyle(document.getElementById('sidebar')).visibility === 'visible'`, 5*time.Second)
 	p.screenshot("narrow-sidebar.png")
 	p.run(chromedp.Click("#close-sidebar", chromedp.ByID))
-	p.allow = p.allow[:0]
+	p.allowErrors()
 	if errs := p.errors(); len(errs) > 1 {
 		t.Errorf("console errors beyond the CSP report: %v", errs)
 	}
@@ -561,7 +569,7 @@ func TestPageAPIKey(t *testing.T) {
 	bctx := newBrowser(t)
 	ts, _ := fakeServer(t, "s3cret")
 	p := openPage(t, bctx, ts.URL+"/")
-	p.allow = append(p.allow, "401")
+	p.allowErrors("401")
 	p.waitJS(`!document.getElementById('key-dialog').hidden`, 5*time.Second)
 	p.run(chromedp.SendKeys("#key-input", "wrong", chromedp.ByID), chromedp.Click("#key-save", chromedp.ByID))
 	p.waitJS(`!document.getElementById('key-dialog').hidden && document.getElementById('key-error').textContent.includes('refused')`, 5*time.Second)
@@ -590,7 +598,10 @@ func (s *serveProc) log() string {
 	return s.logs.String()
 }
 
-func startServe(t *testing.T, bin string, args ...string) *serveProc {
+// startServe runs `chatglm serve` and returns once it prints a line that
+// starts with ready; url is the page URL it printed, or the address it
+// listens on.
+func startServe(t *testing.T, bin, ready string, args ...string) *serveProc {
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"serve"}, args...)...)
 	stderr, err := cmd.StderrPipe()
@@ -602,23 +613,32 @@ func startServe(t *testing.T, bin string, args ...string) *serveProc {
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	s := &serveProc{}
-	ready := make(chan string, 1)
+	done := make(chan struct{})
+	var once sync.Once
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
+			line := sc.Text()
 			s.mu.Lock()
-			s.logs.WriteString(sc.Text() + "\n")
+			s.logs.WriteString(line + "\n")
+			if u, ok := strings.CutPrefix(line, "chatglm: chat page at "); ok {
+				s.url = u
+			} else if a, ok := strings.CutPrefix(line, "chatglm: listening on "); ok && s.url == "" {
+				s.url = strings.Fields(a)[0]
+			}
 			s.mu.Unlock()
-			if u, ok := strings.CutPrefix(sc.Text(), "chatglm: chat page at "); ok {
-				ready <- u
+			if strings.HasPrefix(line, ready) {
+				once.Do(func() { close(done) })
 			}
 		}
 	}()
 	select {
-	case s.url = <-ready:
+	case <-done:
 	case <-time.After(2 * time.Minute):
-		t.Fatalf("serve printed no page URL:\n%s", s.log())
+		t.Fatalf("serve printed no %q:\n%s", ready, s.log())
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return s
 }
 
@@ -635,7 +655,7 @@ func TestPageRealServe(t *testing.T) {
 	spec.SeqLength = 2048
 	model := testgguf.Make(t, spec, "f16")
 	const apiKey = "page-key"
-	srv := startServe(t, bin, "-m", model, "--port", "0", "--parallel", "2", "--api-key", apiKey,
+	srv := startServe(t, bin, "chatglm: chat page at ", "-m", model, "--port", "0", "--parallel", "2", "--api-key", apiKey,
 		"--temperature", "0.3", "--top-p", "0.7", "-n", "12", "--threads", "2")
 
 	resp, err := http.Get(srv.url)
@@ -649,7 +669,7 @@ func TestPageRealServe(t *testing.T) {
 	checkSecurityHeaders(t, resp.Header)
 
 	p := openPage(t, bctx, srv.url)
-	p.allow = append(p.allow, "401")
+	p.allowErrors("401")
 	p.waitJS(`!document.getElementById('key-dialog').hidden`, 10*time.Second)
 	p.run(chromedp.SendKeys("#key-input", apiKey, chromedp.ByID), chromedp.Click("#key-save", chromedp.ByID))
 	p.waitJS(`document.getElementById('key-dialog').hidden && document.getElementById('defaults').textContent !== ''`, 10*time.Second)
@@ -720,7 +740,17 @@ func TestPageRealServe(t *testing.T) {
 	if strings.Contains(srv.log(), "你好") {
 		t.Errorf("the server log holds prompt text")
 	}
-	_ = web.CSP
+
+	// --web=false: no page, / is the API's 404.
+	off := startServe(t, bin, "chatglm: ready", "-m", model, "--port", "0", "--web=false", "--threads", "1")
+	resp, err = http.Get(off.url + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || strings.Contains(off.log(), "chat page") {
+		t.Errorf("--web=false: GET / is %d, log:\n%s", resp.StatusCode, off.log())
+	}
 }
 
 // buildChatglm builds ./cmd/chatglm with the environment's cgo flags (which
@@ -734,4 +764,57 @@ func buildChatglm(t *testing.T) string {
 		t.Fatalf("go build ./cmd/chatglm: %v\n%s", err, out)
 	}
 	return bin
+}
+
+// FuzzMarkdown feeds the page's parsers (the Markdown renderer, the
+// tool_call reader, the /save importer) arbitrary text in the browser: no
+// exception escapes, nothing active is ever built, the text is kept, and
+// each call finishes within a second (no runaway regular expression).
+func FuzzMarkdown(f *testing.F) {
+	for _, s := range []string{markdownReply, "**a *b* c**", "`code` and ``a`b``", "| a |\n|---|\n| <img src=x onerror=1> |",
+		"- a\n  - b\n    - c\n1. x", "[x](javascript:alert(1)) ![i](http://203.0.113.9/i.png)", "```\nunclosed",
+		strings.Repeat("*", 3000), strings.Repeat("_a", 2000), strings.Repeat("[", 2000) + strings.Repeat("](", 2000),
+		strings.Repeat("`", 20000) + "a", strings.Repeat("**a ", 8000), strings.Repeat("~~a ", 8000), "# " + strings.Repeat(" #", 10000) + "x",
+		strings.Repeat("|", 20000) + "\n" + strings.Repeat("-|", 10000), strings.Repeat("- - ", 8000) + "x", strings.Repeat("a_b ", 8000),
+		strings.Repeat("> ", 100) + "deep", strings.Repeat("- ", 200) + "deep", "tool_call(a='x', **{\"b\": [1, (2,)]})"} {
+		f.Add(s)
+	}
+	bctx := newBrowser(f)
+	ts, _ := fakeServer(f, "")
+	p := openPage(f, bctx, ts.URL+"/")
+	f.Fuzz(func(t *testing.T, text string) {
+		if !utf8.ValidString(text) || len(text) > 64<<10 {
+			return
+		}
+		arg, _ := json.Marshal(text)
+		var res struct {
+			Err    string
+			Bad    int
+			Text   string
+			Millis float64
+		}
+		js := `(() => { const t = ` + string(arg) + `; const d = document.createElement('div'); const t0 = performance.now();
+			try {
+				window.chatglmPage.renderMarkdown(t, d);
+				window.chatglmPage.parseToolCall(t);
+				try { window.chatglmPage.importMessages(JSON.parse(t), 'f'); } catch (e) { if (!(e instanceof SyntaxError) && !e.message) throw e; }
+			} catch (e) { return {Err: String(e && e.stack || e), Bad: 0, Text: '', Millis: 0}; }
+			return {Err: '', Bad: d.querySelectorAll('img, script, iframe, svg, object, embed, style, link, [onerror], [onload]').length +
+				[...d.querySelectorAll('a')].filter(a => !/^(https?|mailto):/.test(a.href)).length,
+				Text: d.textContent, Millis: performance.now() - t0}; })()`
+		ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+		defer cancel()
+		if err := chromedp.Run(ctx, chromedp.Evaluate(js, &res)); err != nil {
+			t.Fatalf("render %q: %v", text, err)
+		}
+		if res.Err != "" || res.Bad != 0 {
+			t.Fatalf("render %q: error %q, %d active elements", text, res.Err, res.Bad)
+		}
+		if res.Millis > 1000 {
+			t.Fatalf("render %d bytes took %.0f ms", len(text), res.Millis)
+		}
+		if strings.IndexFunc(text, unicode.IsLetter) >= 0 && strings.IndexFunc(res.Text, unicode.IsLetter) < 0 {
+			t.Fatalf("render %q lost the text", text)
+		}
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -67,7 +68,7 @@ func get(t *testing.T, url string, hdr map[string]string) (*http.Response, []byt
 // names, the security headers, the key needed for the settings but not for
 // the files, and the JSON API's 404 for anything else.
 func TestServeHeaders(t *testing.T) {
-	srv := server.New(server.Options{APIKey: "k", Web: newPage(t)})
+	srv := server.New(server.Options{APIKey: "k", Web: newPage(t), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	srv.SetBackend(newFakeBackend(1, 4096))
 	ts := httptest.NewServer(srv.Handler())
 	defer ts.Close()
@@ -143,7 +144,7 @@ func TestServeHeaders(t *testing.T) {
 		}
 	}
 	// Without a page, / is the API's 404.
-	bare := server.New(server.Options{})
+	bare := server.New(server.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	ts2 := httptest.NewServer(bare.Handler())
 	defer ts2.Close()
 	if resp, _ := get(t, ts2.URL+"/", nil); resp.StatusCode != http.StatusNotFound {

@@ -25,7 +25,7 @@
   // ---- Markdown: a small renderer that builds DOM nodes -------------------
 
   const FENCE = /^ {0,3}(`{3,}|~{3,})\s*([^`\s]*)[^`]*$/;
-  const HEADING = /^ {0,3}(#{1,6})\s+(.*?)\s*#*\s*$/;
+  const HEADING = /^ {0,3}(#{1,6})\s+(.*)$/;
   const RULE = /^ {0,3}([-*_])(\s*\1){2,}\s*$/;
   const ITEM = /^( *)([-*+]|\d{1,9}[.)])(\s+|$)(.*)$/;
   const QUOTE = /^ {0,3}> ?(.*)$/;
@@ -53,7 +53,9 @@
       }
       if ((m = HEADING.exec(line))) {
         const h = el('h' + Math.min(m[1].length + 2, 6));
-        inline(m[2], h, 0);
+        let title = m[2].trimEnd();
+        while (title.endsWith('#')) title = title.slice(0, -1); // a closing run of #
+        inline(title.trimEnd(), h, 0);
         parent.append(h);
         i++;
         continue;
@@ -158,16 +160,19 @@
       el('pre', {}, el('code', { text: code })));
   }
 
+  // Spans are bounded (SPAN characters) so that text full of unmatched
+  // markers renders in linear time, not quadratic.
+  const SPAN = '{0,400}?';
   const INLINE = new RegExp([
-    '(`+)([^`]|[^`][\\s\\S]*?[^`])\\1(?!`)', // 1,2 code span
-    '!\\[([^\\]\\n]*)\\]\\(([^)\\s]*)(?:\\s+"[^"\\n]*")?\\)', // 3,4 image
-    '\\[([^\\]\\n]+)\\]\\(([^)\\s]*)(?:\\s+"[^"\\n]*")?\\)', // 5,6 link
-    '\\*\\*(?=\\S)([\\s\\S]*?\\S)\\*\\*', // 7 strong
-    '(?<![\\w])__(?=\\S)([\\s\\S]*?\\S)__(?![\\w])', // 8 strong
-    '~~(?=\\S)([\\s\\S]*?\\S)~~', // 9 strike
-    '\\*(?=[^\\s*])([\\s\\S]*?[^\\s*])\\*', // 10 em
-    '(?<![\\w])_(?=[^\\s_])([\\s\\S]*?[^\\s_])_(?![\\w])', // 11 em
-    '(https?://[^\\s<>()]+[^\\s<>().,;:!?\'"])', // 12 bare URL
+    '(`{1,16})([^`]|[^`][\\s\\S]' + SPAN + '[^`])\\1(?!`)', // 1,2 code span
+    '!\\[([^\\]\\n]{0,400})\\]\\(([^)\\s]{0,2000})(?:\\s+"[^"\\n]{0,400}")?\\)', // 3,4 image
+    '\\[([^\\]\\n]{1,400})\\]\\(([^)\\s]{0,2000})(?:\\s+"[^"\\n]{0,400}")?\\)', // 5,6 link
+    '\\*\\*(?=\\S)([\\s\\S]' + SPAN + '\\S)\\*\\*', // 7 strong
+    '(?<![\\w])__(?=\\S)([\\s\\S]' + SPAN + '\\S)__(?![\\w])', // 8 strong
+    '~~(?=\\S)([\\s\\S]' + SPAN + '\\S)~~', // 9 strike
+    '\\*(?=[^\\s*])([\\s\\S]' + SPAN + '[^\\s*])\\*', // 10 em
+    '(?<![\\w])_(?=[^\\s_])([\\s\\S]' + SPAN + '[^\\s_])_(?![\\w])', // 11 em
+    '(https?://[^\\s<>()]{1,2000}[^\\s<>().,;:!?\'"])', // 12 bare URL
     '(\\n)', // 13 line break
   ].join('|'), 'g');
 
