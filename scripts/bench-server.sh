@@ -29,6 +29,7 @@ HIDDEN=${BENCH_SERVER_HIDDEN:-512}
 LAYERS=${BENCH_SERVER_LAYERS:-4}
 
 [ -x "$BIN" ] || make build
+. scripts/bench-lib.sh
 work=$(mktemp -d)
 server_pid=
 cleanup() {
@@ -43,8 +44,7 @@ CGO_ENABLED=0 go build -o "$work/loadgen" ./internal/loadgen
 model=${BENCH_SERVER_MODEL:-}
 if [ -z "$model" ]; then
 	model="$work/random-h${HIDDEN}-l${LAYERS}.gguf"
-	"$work/loadgen" -make-model "$model" -hidden "$HIDDEN" -layers "$LAYERS"
-	desc="random ChatGLM3 (hidden $HIDDEN, $LAYERS layers, real 65024-token vocabulary, f16; $(du -h "$model" | cut -f1))"
+	desc=$(tiny_model "$work/loadgen" "$model" "$HIDDEN" "$LAYERS")
 else
 	desc="$model"
 fi
@@ -52,17 +52,9 @@ echo "bench-server: model $desc; $CLIENTS clients, $REQUESTS requests, max_token
 
 # run_load P OUT: serve with --parallel P, run the load, stop with SIGTERM.
 run_load() {
-	local p=$1 out=$2 log="$work/serve-$1.log" url=
-	"$BIN" serve -m "$model" --port 0 --parallel "$p" --threads "$THREADS" --queue 64 \
-		--ctx-size 1024 --log-level warn 2>"$log" &
-	server_pid=$!
-	for _ in $(seq 1 600); do
-		url=$(sed -n 's/^chatglm: listening on \(http:[^ ]*\).*/\1/p' "$log")
-		if [ -n "$url" ] && curl -fs "$url/health" >/dev/null 2>&1; then break; fi
-		if ! kill -0 "$server_pid" 2>/dev/null; then cat "$log" >&2; echo "bench-server: serve exited" >&2; exit 1; fi
-		sleep 0.1
-	done
-	curl -fs "$url/health" >/dev/null || { cat "$log" >&2; echo "bench-server: server not healthy" >&2; exit 1; }
+	local p=$1 out=$2 log="$work/serve-$1.log"
+	serve_start "$log" -m "$model" --port 0 --parallel "$p" --threads "$THREADS" --queue 64 \
+		--ctx-size 1024 --log-level warn
 	"$work/loadgen" -url "$url" -clients "$CLIENTS" -requests "$REQUESTS" -max-tokens "$MAX_TOKENS" \
 		-label "parallel=$p" >"$out"
 	kill -TERM "$server_pid"

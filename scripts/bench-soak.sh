@@ -43,6 +43,7 @@ LAYERS=${SOAK_LAYERS:-4}
 MEM_LIMIT_MB=${SOAK_MEM_LIMIT_MB:-4096}
 
 [ -x "$BIN" ] || make build
+. scripts/bench-lib.sh
 work=$(mktemp -d)
 server_pid=
 cleanup() {
@@ -57,8 +58,7 @@ CGO_ENABLED=0 go build -o "$work/loadgen" ./internal/loadgen
 model=${SOAK_MODEL:-}
 if [ -z "$model" ]; then
 	model="$work/random-h${HIDDEN}-l${LAYERS}.gguf"
-	"$work/loadgen" -make-model "$model" -hidden "$HIDDEN" -layers "$LAYERS"
-	desc="random ChatGLM3 (hidden $HIDDEN, $LAYERS layers, real 65024-token vocabulary, f16; $(du -h "$model" | cut -f1))"
+	desc=$(tiny_model "$work/loadgen" "$model" "$HIDDEN" "$LAYERS")
 else
 	desc="$model"
 fi
@@ -78,20 +78,9 @@ running() {
 
 # soak_run LABEL HOSTILE OUT: serve, soak, stop with SIGTERM.
 soak_run() {
-	local label=$1 hostile=$2 out=$3 log="$work/serve-$1.log" url= rc=0
-	(
-		ulimit -v $((MEM_LIMIT_MB * 1024))
-		exec "$BIN" serve -m "$model" --port 0 --parallel "$PARALLEL" --threads "$THREADS" --queue 64 \
-			--ctx-size 1024 --log-level warn
-	) 2>"$log" &
-	server_pid=$!
-	for _ in $(seq 1 600); do
-		url=$(sed -n 's/^chatglm: listening on \(http:[^ ]*\).*/\1/p' "$log")
-		if [ -n "$url" ] && curl -fs "$url/health" >/dev/null 2>&1; then break; fi
-		if ! kill -0 "$server_pid" 2>/dev/null; then cat "$log" >&2; echo "bench-soak: serve exited" >&2; exit 1; fi
-		sleep 0.1
-	done
-	curl -fs "$url/health" >/dev/null || { cat "$log" >&2; echo "bench-soak: server not healthy" >&2; exit 1; }
+	local label=$1 hostile=$2 out=$3 log="$work/serve-$1.log" rc=0
+	SERVE_ULIMIT_KB=$((MEM_LIMIT_MB * 1024)) serve_start "$log" -m "$model" --port 0 --parallel "$PARALLEL" \
+		--threads "$THREADS" --queue 64 --ctx-size 1024 --log-level warn
 	"$work/loadgen" -soak "$DURATION" -soak-warmup "$WARMUP" -url "$url" -pid "$server_pid" \
 		-clients "$CLIENTS" -max-tokens "$MAX_TOKENS" -hostile "$hostile" "${kinds[@]}" -label "$label" >"$out"
 	if running "$server_pid"; then

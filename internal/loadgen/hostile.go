@@ -397,30 +397,43 @@ func firstEvents(conn net.Conn, br *bufio.Reader, n int, timeout time.Duration) 
 	return resp, body, false, nil
 }
 
-// stopReading pipelines cfg.StallRequests streaming requests on one
-// connection, reads the first event and then
-// nothing for cfg.Hold; then it drains what is left to learn whether the
-// server dropped the connection meanwhile.
-func (e *hostileEnv) stopReading(ctx context.Context, attempt int) []outcome {
+// openStreams dials, sends n well-behaved streaming requests (the first-th
+// onwards) in one write, and reads the first answer's head and up to events
+// event lines. A non-empty what is the outcome of a failure; ended says the
+// first stream ended within those lines; done closes the connection.
+func (e *hostileEnv) openStreams(ctx context.Context, first, n, events int) (conn net.Conn, br *bufio.Reader, done func(), ended bool, what string) {
 	conn, done, err := e.dial(ctx)
 	if err != nil {
-		return []outcome{{what: classify(ctx, err)}}
+		return nil, nil, func() {}, false, classify(ctx, err)
 	}
-	defer done()
 	var reqs bytes.Buffer
-	for j := range e.cfg.StallRequests {
-		e.streamRequest(&reqs, attempt*e.cfg.StallRequests+j)
+	for j := range n {
+		e.streamRequest(&reqs, first+j)
 	}
 	if _, err := conn.Write(reqs.Bytes()); err != nil {
-		return []outcome{{what: classify(ctx, err)}}
+		return conn, nil, done, false, classify(ctx, err)
 	}
-	br := bufio.NewReaderSize(conn, 4096)
-	resp, _, _, err := firstEvents(conn, br, 1, e.cfg.AnswerTimeout)
+	br = bufio.NewReader(conn)
+	resp, _, ended, err := firstEvents(conn, br, events, e.cfg.AnswerTimeout)
 	switch {
 	case err != nil:
-		return []outcome{{what: classify(ctx, err)}}
+		what = classify(ctx, err)
 	case resp.StatusCode != http.StatusOK:
-		return []outcome{{what: fmt.Sprintf("status %d", resp.StatusCode)}}
+		what = fmt.Sprintf("status %d", resp.StatusCode)
+	}
+	return conn, br, done, ended, what
+}
+
+// stopReading pipelines cfg.StallRequests streaming requests on one
+// connection, reads the first event and then nothing for cfg.Hold; then it
+// drains what is left to learn whether the server dropped the connection
+// meanwhile.
+func (e *hostileEnv) stopReading(ctx context.Context, attempt int) []outcome {
+	n := e.cfg.StallRequests
+	conn, br, done, _, what := e.openStreams(ctx, attempt*n, n, 1)
+	defer done()
+	if what != "" {
+		return []outcome{{what: what}}
 	}
 	sleepCtx(ctx, e.cfg.Hold)
 	if ctx.Err() != nil {
@@ -453,22 +466,11 @@ func (e *hostileEnv) stopReading(ctx context.Context, attempt int) []outcome {
 
 // disconnect sends a streaming request and hangs up after a few events.
 func (e *hostileEnv) disconnect(ctx context.Context, attempt int) []outcome {
-	conn, done, err := e.dial(ctx)
-	if err != nil {
-		return []outcome{{what: classify(ctx, err)}}
-	}
+	_, _, done, ended, what := e.openStreams(ctx, attempt, 1, 1+attempt%8)
 	defer done()
-	var req bytes.Buffer
-	e.streamRequest(&req, attempt)
-	if _, err := conn.Write(req.Bytes()); err != nil {
-		return []outcome{{what: classify(ctx, err)}}
-	}
-	resp, _, ended, err := firstEvents(conn, bufio.NewReader(conn), 1+attempt%8, e.cfg.AnswerTimeout)
 	switch {
-	case err != nil:
-		return []outcome{{what: classify(ctx, err)}}
-	case resp.StatusCode != http.StatusOK:
-		return []outcome{{what: fmt.Sprintf("status %d", resp.StatusCode)}}
+	case what != "":
+		return []outcome{{what: what}}
 	case ended:
 		return []outcome{{what: "stream ended before the hang-up"}}
 	}
