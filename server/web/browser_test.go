@@ -27,6 +27,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
+	"github.com/chatglm/chatglm/internal/testbin"
 	"github.com/chatglm/chatglm/internal/testgguf"
 	"github.com/chatglm/chatglm/internal/testmodel"
 	"github.com/chatglm/chatglm/server"
@@ -650,7 +651,7 @@ func startServe(t *testing.T, bin, ready string, args ...string) *serveProc {
 // end, reload, and an export that `chatglm run --messages` accepts.
 func TestPageRealServe(t *testing.T) {
 	bctx := newBrowser(t)
-	bin := buildChatglm(t)
+	bin := testbin.Path(t)
 	spec := testmodel.Tiny
 	spec.SeqLength = 2048
 	model := testgguf.Make(t, spec, "f16")
@@ -751,19 +752,6 @@ func TestPageRealServe(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound || strings.Contains(off.log(), "chat page") {
 		t.Errorf("--web=false: GET / is %d, log:\n%s", resp.StatusCode, off.log())
 	}
-}
-
-// buildChatglm builds ./cmd/chatglm with the environment's cgo flags (which
-// `make test` exports) into the test's temporary folder.
-func buildChatglm(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "chatglm")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/chatglm")
-	cmd.Dir = filepath.Join("..", "..")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/chatglm: %v\n%s", err, out)
-	}
-	return bin
 }
 
 // FuzzMarkdown feeds the page's parsers (the Markdown renderer, the
