@@ -303,7 +303,7 @@ func openTokenizerOnly(cfg *config.Store) (tokenizerOnly, string, error) {
 		arch := f.String("general.architecture")
 		v, ok := f.Uint(arch + ".context_length")
 		if !ok {
-			return tokenizerOnly{}, "", fmt.Errorf("%s: no %s.context_length; give --ctx-size", path, arch)
+			return tokenizerOnly{}, "", fmt.Errorf("%s: no %q key; give --ctx-size", path, arch+".context_length")
 		}
 		n = int(v)
 	}
