@@ -2,6 +2,7 @@ package convert
 
 import (
 	"bytes"
+	"encoding/binary"
 	"math"
 	"strings"
 	"testing"
@@ -232,5 +233,24 @@ func FuzzParseSentencePiece(f *testing.F) {
 		}
 		// Building the vocabulary from any accepted model must not panic.
 		BuildVocab(pieces, len(pieces)+len(SpecialTokens))
+	})
+}
+
+// FuzzSafetensorsFile: the whole file, length prefix included. Every
+// tensor accepted lies inside the file, after the header.
+func FuzzSafetensorsFile(f *testing.F) {
+	hdr := `{"__metadata__":{"format":"pt"},"a":{"dtype":"BF16","shape":[2,3],"data_offsets":[0,12]}}`
+	f.Add(append(append(binary.LittleEndian.AppendUint64(nil, uint64(len(hdr))), hdr...), make([]byte, 12)...))
+	f.Add(binary.LittleEndian.AppendUint64(nil, 1<<63))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		srcs, err := readSafetensorsFrom(bytes.NewReader(data), int64(len(data)), "fuzz.safetensors")
+		if err != nil {
+			return
+		}
+		for _, s := range srcs {
+			if s.Offset < 8 || s.Size < 0 || s.Offset > int64(len(data)) || s.Size > int64(len(data))-s.Offset {
+				t.Fatalf("tensor %s at [%d, +%d) outside the %d-byte file", s.Name, s.Offset, s.Size, len(data))
+			}
+		}
 	})
 }

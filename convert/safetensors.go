@@ -164,22 +164,32 @@ func readSafetensors(path string) ([]Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	var lenBuf [8]byte
-	if _, err := io.ReadFull(f, lenBuf[:]); err != nil {
-		return nil, fmt.Errorf("safetensors %s: truncated (%d bytes, no header length)", path, st.Size())
-	}
-	hl := binary.LittleEndian.Uint64(lenBuf[:])
-	if hl > maxSafetensorsHeader || int64(hl) > st.Size()-8 {
-		return nil, fmt.Errorf("safetensors %s: header length %d does not fit the %d-byte file (truncated or not safetensors)", path, hl, st.Size())
-	}
-	hdr := make([]byte, hl)
-	if _, err := io.ReadFull(f, hdr); err != nil {
-		return nil, fmt.Errorf("safetensors %s: header: %w", path, err)
-	}
-	base := 8 + int64(hl)
-	entries, _, err := ParseSafetensorsHeader(hdr, st.Size()-base)
+	srcs, err := readSafetensorsFrom(f, st.Size(), path)
 	if err != nil {
 		return nil, fmt.Errorf("safetensors %s: %w", path, err)
+	}
+	return srcs, nil
+}
+
+// readSafetensorsFrom reads the header of the safetensors file r, of the
+// given size; path is recorded in each Source.
+func readSafetensorsFrom(r io.ReaderAt, size int64, path string) ([]Source, error) {
+	var lenBuf [8]byte
+	if _, err := r.ReadAt(lenBuf[:], 0); err != nil {
+		return nil, fmt.Errorf("truncated (%d bytes, no header length)", size)
+	}
+	hl := binary.LittleEndian.Uint64(lenBuf[:])
+	if hl > maxSafetensorsHeader || int64(hl) > size-8 {
+		return nil, fmt.Errorf("header length %d does not fit the %d-byte file (truncated or not safetensors)", hl, size)
+	}
+	hdr := make([]byte, hl)
+	if _, err := r.ReadAt(hdr, 8); err != nil {
+		return nil, fmt.Errorf("header: %w", err)
+	}
+	base := 8 + int64(hl)
+	entries, _, err := ParseSafetensorsHeader(hdr, size-base)
+	if err != nil {
+		return nil, err
 	}
 	out := make([]Source, len(entries))
 	for i, e := range entries {
