@@ -712,6 +712,30 @@ func TestPageRealServe(t *testing.T) {
 	p.run(chromedp.Reload(), chromedp.WaitVisible("#input", chromedp.ByID))
 	p.waitJS(fmt.Sprintf(`document.querySelectorAll('#messages article').length === %d`, 2*turns), 10*time.Second)
 
+	// Stop, on the real engine: a reply of up to 1900 tokens is stopped
+	// after its first words, and the server frees the sequence at once.
+	p.run(chromedp.Click("#new-chat", chromedp.ByID), chromedp.Click("#settings-toggle", chromedp.ByID),
+		chromedp.SetValue("#p-max_tokens", "1900", chromedp.ByID),
+		chromedp.Evaluate(`document.getElementById('p-max_tokens').dispatchEvent(new Event('change')); true`, nil),
+		chromedp.Click("#settings-toggle", chromedp.ByID))
+	p.typeAndSend("讲一个很长的故事")
+	p.waitJS(lastReply+`.length > 0`, 30*time.Second)
+	p.run(chromedp.Click("#stop", chromedp.ByID))
+	p.waitJS(idle, 10*time.Second)
+	foot := evalJS[string](p, `document.querySelector('#messages article:last-of-type .stats').textContent`)
+	t.Logf("stopped reply: %q", foot)
+	if !strings.Contains(foot, "stopped") {
+		t.Errorf("the reply was not stopped: %q", foot)
+	}
+	for deadline := time.Now().Add(5 * time.Second); metric(t, srv.url[:len(srv.url)-1], apiKey, "chatglm_sequences_active") != "0"; {
+		if time.Now().After(deadline) {
+			t.Fatal("after Stop the server still reports an active sequence")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.run(chromedp.Click(`#conv-list li:nth-child(2) .conv-title`, chromedp.ByQuery))
+	p.waitJS(fmt.Sprintf(`document.querySelectorAll('#messages article').length === %d`, 2*turns), 10*time.Second)
+
 	// Export, then `chatglm run --messages` continues the conversation.
 	dl := t.TempDir()
 	p.run(browser.SetDownloadBehavior(browser.SetDownloadBehaviorBehaviorAllow).WithDownloadPath(dl).WithEventsEnabled(true),

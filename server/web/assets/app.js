@@ -558,7 +558,7 @@
     const s = m.stats;
     const parts = [];
     if (s) {
-      if (s.completion !== undefined) parts.push(`${s.completion} tokens`);
+      if (s.completion !== undefined) parts.push(`${s.approx ? '~' : ''}${s.completion} tokens`);
       if (s.tps) parts.push(`${s.tps.toFixed(1)} tokens/s`);
       if (s.prompt !== undefined) parts.push(`prompt ${s.prompt} (${s.cached || 0} cached)`);
     }
@@ -741,7 +741,7 @@
     if (msg.stats) {
       const secs = (tEnd - (tFirst || t0)) / 1000;
       if (msg.stats.completion && secs > 0) msg.stats.tps = msg.stats.completion / secs;
-    } else if (chunks) msg.stats = { completion: chunks };
+    } else if (chunks) msg.stats = { completion: chunks, approx: true }; // stopped: no usage came
     state.ctrl = null;
     state.streaming = null;
     setBusy(false);
