@@ -129,10 +129,11 @@ func (p *BarProgress) Start(files int, total, have int64) {
 	}
 	p.stop = make(chan struct{})
 	p.wg.Add(1)
-	go p.ticker()
+	go p.ticker(p.stop)
 }
 
-func (p *BarProgress) ticker() {
+// ticker redraws the status until stop is closed.
+func (p *BarProgress) ticker(stop <-chan struct{}) {
 	defer p.wg.Done()
 	every := 200 * time.Millisecond
 	if !p.d.Terminal() {
@@ -142,7 +143,7 @@ func (p *BarProgress) ticker() {
 	defer t.Stop()
 	for {
 		select {
-		case <-p.stop:
+		case <-stop:
 			return
 		case <-t.C:
 			p.mu.Lock()
