@@ -66,7 +66,7 @@ type PromptTooLongError struct {
 func (e *PromptTooLongError) Error() string {
 	if e.MaxTokens > 0 {
 		return fmt.Sprintf("this model's maximum context length is %d tokens, however you requested %d tokens (%d in the prompt, %d for the completion); reduce the prompt or max_tokens",
-			e.Limit, e.PromptTokens+e.MaxTokens, e.PromptTokens, e.MaxTokens)
+			e.Limit, satAdd(e.PromptTokens, e.MaxTokens), e.PromptTokens, e.MaxTokens)
 	}
 	return fmt.Sprintf("this model's maximum context length is %d tokens, however the prompt has %d tokens; reduce the length of the prompt",
 		e.Limit, e.PromptTokens)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -68,7 +67,7 @@ func mapChat(req *chatRequest) (*chatPrompt, error) {
 				if c.Function.Name == "" {
 					return nil, badRequest(cparam+".name", "a tool call needs a function name")
 				}
-				code, err := toolCallCode(c.Function.Arguments)
+				code, err := chat.FormatToolCall(c.Function.Arguments)
 				if err != nil {
 					return nil, badRequest(cparam+".arguments", "invalid function arguments: %v", err)
 				}
@@ -165,118 +164,6 @@ func parseToolChoice(raw json.RawMessage, names []string) (string, error) {
 	return "", badRequest("tool_choice", "tool_choice names the function %q, which is not in tools", named.Function.Name)
 }
 
-// toolCallCode writes a function call's JSON arguments as the ChatGLM3
-// model writes calls: tool_call(name=value, ...) with Python literals, in
-// the arguments' order. Keys that are not Python identifiers go into a
-// trailing **{...}.
-func toolCallCode(arguments string) (string, error) {
-	arguments = strings.TrimSpace(arguments)
-	if arguments == "" {
-		return "tool_call()", nil
-	}
-	dec := json.NewDecoder(strings.NewReader(arguments))
-	dec.UseNumber()
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return "", fmt.Errorf("want a JSON object")
-	}
-	var kw, extra []string
-	for dec.More() {
-		kt, err := dec.Token()
-		if err != nil {
-			return "", err
-		}
-		k := kt.(string)
-		var sb strings.Builder
-		if err := writePyLiteral(&sb, dec); err != nil {
-			return "", err
-		}
-		if isIdentifier(k) {
-			kw = append(kw, k+"="+sb.String())
-		} else {
-			extra = append(extra, pyString(k)+": "+sb.String())
-		}
-	}
-	if _, err := dec.Token(); err != nil {
-		return "", err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return "", fmt.Errorf("extra data after the JSON object")
-	}
-	if len(extra) > 0 {
-		kw = append(kw, "**{"+strings.Join(extra, ", ")+"}")
-	}
-	return "tool_call(" + strings.Join(kw, ", ") + ")", nil
-}
-
-// writePyLiteral copies one JSON value from dec as a Python literal.
-func writePyLiteral(sb *strings.Builder, dec *json.Decoder) error {
-	t, err := dec.Token()
-	if err != nil {
-		return err
-	}
-	switch v := t.(type) {
-	case json.Delim:
-		closer := map[json.Delim]string{'[': "]", '{': "}"}[v]
-		sb.WriteString(v.String())
-		for i := 0; dec.More(); i++ {
-			if i > 0 {
-				sb.WriteString(", ")
-			}
-			if v == '{' {
-				k, err := dec.Token()
-				if err != nil {
-					return err
-				}
-				sb.WriteString(pyString(k.(string)) + ": ")
-			}
-			if err := writePyLiteral(sb, dec); err != nil {
-				return err
-			}
-		}
-		if _, err := dec.Token(); err != nil {
-			return err
-		}
-		sb.WriteString(closer)
-	case string:
-		sb.WriteString(pyString(v))
-	case json.Number:
-		sb.WriteString(v.String())
-	case bool:
-		sb.WriteString(map[bool]string{true: "True", false: "False"}[v])
-	case nil:
-		sb.WriteString("None")
-	}
-	return nil
-}
-
-// pyString writes s as a double-quoted string literal that Python and JSON
-// read alike, non-ASCII kept as is.
-func pyString(s string) string {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	enc.Encode(s)
-	return strings.TrimSuffix(buf.String(), "\n")
-}
-
-func isIdentifier(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i, r := range s {
-		if !(r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || i > 0 && r >= '0' && r <= '9') {
-			return false
-		}
-	}
-	switch s {
-	case "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue", "def", "del",
-		"elif", "else", "except", "finally", "for", "from", "global", "if", "import", "in", "is", "lambda",
-		"nonlocal", "not", "or", "pass", "raise", "return", "try", "while", "with", "yield":
-		return false
-	}
-	return true
-}
-
 func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	ri := infoOf(r.Context())
 	var req chatRequest
@@ -284,10 +171,11 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, ri, err)
 		return
 	}
-	st, spec, ok := s.prepare(w, ri, req.Model, req.Stream, func(st *ready) (*genSpec, error) { return s.chatSpec(st, &req) })
+	st, spec, release, ok := s.prepare(w, ri, req.Model, req.Stream, func(st *ready) (*genSpec, error) { return s.chatSpec(st, &req) })
 	if !ok {
 		return
 	}
+	defer release()
 	ctx, cancel := s.requestContext(r)
 	defer cancel()
 	id := newID("chatcmpl-")
@@ -340,9 +228,9 @@ func (s *Server) chatSpec(st *ready, req *chatRequest) (*genSpec, error) {
 	if err != nil {
 		return nil, err
 	}
-	prompt, err := chat.BuildPrompt(st.b, cp.msgs)
+	prompt, err := chat.BuildPrompt(newLimitTokenizer(st.b, "messages"), cp.msgs)
 	if err != nil {
-		return nil, badRequest("messages", "cannot build the prompt: %v", err)
+		return nil, promptError(err)
 	}
 	var forcedFirst int32
 	if cp.forced != "" {
@@ -462,10 +350,6 @@ type sse struct {
 	started bool
 }
 
-// eventWriteTimeout bounds the write of one event to a client that stopped
-// reading.
-const eventWriteTimeout = 30 * time.Second
-
 func newSSE(w http.ResponseWriter) *sse { return &sse{w: w, rc: http.NewResponseController(w)} }
 
 func (s *sse) start() {
@@ -484,7 +368,6 @@ func (s *sse) start() {
 
 func (s *sse) write(data []byte) error {
 	s.start()
-	s.rc.SetWriteDeadline(time.Now().Add(eventWriteTimeout))
 	if _, err := s.w.Write(data); err != nil {
 		return fmt.Errorf("write event: %w", err)
 	}

@@ -18,10 +18,11 @@ func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, ri, err)
 		return
 	}
-	st, spec, ok := s.prepare(w, ri, req.Model, req.Stream, func(st *ready) (*genSpec, error) { return s.completionSpec(st, &req) })
+	st, spec, release, ok := s.prepare(w, ri, req.Model, req.Stream, func(st *ready) (*genSpec, error) { return s.completionSpec(st, &req) })
 	if !ok {
 		return
 	}
+	defer release()
 	ctx, cancel := s.requestContext(r)
 	defer cancel()
 	id := newID("cmpl-")
@@ -115,8 +116,11 @@ func completionPrompt(b Backend, raw json.RawMessage) ([]int32, error) {
 			return nil, badRequest("prompt", "invalid type for 'prompt': expected a string, an array of one string or an array of token ids")
 		}
 	}
-	ids, err := b.Tokenize(text)
+	ids, err := newLimitTokenizer(b, "prompt").Tokenize(text)
 	if err != nil {
+		if ae, ok := err.(*APIError); ok {
+			return nil, ae
+		}
 		return nil, fmt.Errorf("tokenize the prompt: %w", err)
 	}
 	return append(chat.PromptPrefix(), ids...), nil

@@ -24,6 +24,7 @@ func (e *APIError) Error() string { return fmt.Sprintf("%d %s: %s", e.Status, e.
 const (
 	typeInvalidRequest = "invalid_request_error"
 	typeAuthentication = "authentication_error"
+	typePermission     = "permission_error"
 	typeNotFound       = "not_found_error"
 	typeRateLimit      = "rate_limit_error"
 	typeServer         = "server_error"

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"unicode/utf8"
@@ -27,6 +28,14 @@ type fakeBackend struct {
 	hold chan struct{}
 	// started receives every request a sequence starts generating.
 	started chan chat.Request
+	// stubborn, when not nil, makes a generation wait for it after its
+	// tokens, ignoring its context (a backend slow to notice a cancel).
+	stubborn chan struct{}
+	// blockTokenize, when not nil, makes Tokenize of a text holding
+	// "BLOCK" wait for it (a slow prompt build).
+	blockTokenize chan struct{}
+	// tokenized counts the bytes given to Tokenize.
+	tokenized atomic.Int64
 
 	active    atomic.Int64
 	cancelled atomic.Int64
@@ -58,6 +67,10 @@ func (f *fakeBackend) id(piece string) int32 {
 
 // Tokenize gives the dummy-prefix space one token, then one token per rune.
 func (f *fakeBackend) Tokenize(text string) ([]int32, error) {
+	f.tokenized.Add(int64(len(text)))
+	if f.blockTokenize != nil && strings.Contains(text, "BLOCK") {
+		<-f.blockTokenize
+	}
 	ids := []int32{f.id(" ")}
 	for _, r := range text {
 		ids = append(ids, f.id(string(r)))
@@ -143,6 +156,9 @@ func (s *fakeSeq) Generate(ctx context.Context, req chat.Request, onToken func(c
 			res.Finish = chat.FinishLength
 			return res, nil
 		}
+	}
+	if f.stubborn != nil {
+		<-f.stubborn
 	}
 	if f.hold != nil {
 		select {

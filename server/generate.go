@@ -74,7 +74,9 @@ func (s *Server) samplingParams(f *samplingFields) (smp chat.Sampling, maxTokens
 		if *f.TopK < 0 {
 			return smp, 0, nil, badRequest("top_k", "top_k must be >= 0, got %d", *f.TopK)
 		}
-		smp.TopK = *f.TopK
+		// Beyond the vocabulary top_k keeps every token; capped, it fits
+		// the sampler's int32.
+		smp.TopK = min(*f.TopK, math.MaxInt32)
 	}
 	if f.MinP != nil {
 		if *f.MinP < 0 || *f.MinP > 1 {
@@ -86,7 +88,9 @@ func (s *Server) samplingParams(f *samplingFields) (smp chat.Sampling, maxTokens
 		if *f.RepeatPenalty <= 0 {
 			return smp, 0, nil, badRequest("repeat_penalty", "repeat_penalty must be > 0, got %v", *f.RepeatPenalty)
 		}
-		smp.RepeatPenalty = float32(*f.RepeatPenalty)
+		if smp.RepeatPenalty, err = float32Param("repeat_penalty", *f.RepeatPenalty); err != nil {
+			return smp, 0, nil, err
+		}
 	}
 	for _, p := range []struct {
 		name string
@@ -122,6 +126,11 @@ func (s *Server) samplingParams(f *samplingFields) (smp chat.Sampling, maxTokens
 		maxTokens = *mt
 	}
 	stops, err = stopStrings(f.Stop)
+	for _, stop := range stops {
+		if len(stop) > maxStopBytes {
+			return smp, 0, nil, badRequest("stop", "stop sequences may be at most %d bytes long, got one of %d", maxStopBytes, len(stop))
+		}
+	}
 	return smp, maxTokens, stops, err
 }
 
@@ -129,7 +138,7 @@ func (s *Server) samplingParams(f *samplingFields) (smp chat.Sampling, maxTokens
 // budget.
 func (s *Server) fit(st *ready, prompt []int32, maxTokens int) (int, error) {
 	limit := st.b.ContextSize()
-	if len(prompt) >= limit || (maxTokens > 0 && len(prompt)+maxTokens > limit) {
+	if len(prompt) >= limit || (maxTokens > 0 && maxTokens > limit-len(prompt)) {
 		return 0, &PromptTooLongError{PromptTokens: len(prompt), MaxTokens: maxTokens, Limit: limit}
 	}
 	room := limit - len(prompt)
@@ -150,23 +159,33 @@ func (s *Server) requestContext(r *http.Request) (context.Context, context.Cance
 	return context.WithTimeoutCause(r.Context(), s.opts.Timeout, errTimeout)
 }
 
-// generate admits the request, waits for a sequence and generates. It calls
-// onStart once a sequence is held (before any text) and onText with each
-// piece of reply text. Errors before onStart are *APIError or the context's
-// error (the client went away).
+// admit takes one of the places of running and queued requests (building
+// the prompt counts as queued), or returns a 429 when they are all taken.
+// release gives the place back.
+func (s *Server) admit(st *ready) (release func(), err error) {
+	if st.admit == nil {
+		return func() {}, nil
+	}
+	select {
+	case st.admit <- struct{}{}:
+		return func() { <-st.admit }, nil
+	default:
+		s.metrics.rejected.Add(1)
+		return nil, newAPIError(http.StatusTooManyRequests, typeRateLimit, "queue_full", "",
+			"the server is busy: %d requests are running and %d waiting, the most it queues; retry later",
+			st.b.Parallel(), cap(st.admit)-st.b.Parallel())
+	}
+}
+
+// generate waits for a sequence and generates, for a request prepare
+// admitted. It calls onStart once a sequence is held (before any text) and
+// onText with each piece of reply text; an error from onText (a client that
+// stopped reading) cancels the generation at once. Errors before onStart are
+// *APIError or the context's error (the client went away).
 func (s *Server) generate(ctx context.Context, st *ready, spec *genSpec, onStart func() error, onText func(string) error) (genResult, error) {
 	res := genResult{prompt: len(spec.prompt)}
-	if st.admit != nil {
-		select {
-		case st.admit <- struct{}{}:
-			defer func() { <-st.admit }()
-		default:
-			s.metrics.rejected.Add(1)
-			return res, newAPIError(http.StatusTooManyRequests, typeRateLimit, "queue_full", "",
-				"the server is busy: %d requests are running and %d waiting, the most it queues; retry later",
-				st.b.Parallel(), cap(st.admit)-st.b.Parallel())
-		}
-	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	st.waiting.Add(1)
 	queued := time.Now()
 	seq, err := st.b.Acquire(ctx, spec.prompt)
@@ -203,7 +222,11 @@ func (s *Server) generate(ctx context.Context, st *ready, spec *genSpec, onStart
 			s.metrics.firstToken(time.Since(queued))
 		}
 		s.metrics.token()
-		return send(spec.out.add(t))
+		err := send(spec.out.add(t))
+		if err != nil && !errors.Is(err, ErrStop) {
+			cancel(err) // the engine frees the sequence without waiting for this callback's caller
+		}
+		return err
 	})
 	res.cached, res.tokens = gr.CachedTokens, len(gr.Tokens)
 	s.metrics.generation(gr.EvaluatedTokens, gr.CachedTokens, time.Since(start))
@@ -339,22 +362,29 @@ func (o *rawOutput) add(t chat.Token) string {
 func (o *rawOutput) finish(bool) (string, *chat.ToolCall) { return o.asm.Flush(), nil }
 
 // prepare does what every generation request starts with: it checks that
-// the model is loaded and is the one named, builds the request's spec with
-// build, and records the prompt size. On failure it has answered the
-// client and returns ok == false.
-func (s *Server) prepare(w http.ResponseWriter, ri *reqInfo, model string, stream bool, build func(*ready) (*genSpec, error)) (st *ready, spec *genSpec, ok bool) {
+// the model is loaded and is the one named, admits the request (see
+// admit), builds the request's spec with build, and records the prompt
+// size. On failure it has answered the client and returns ok == false;
+// otherwise the caller must call release when the request is done.
+func (s *Server) prepare(w http.ResponseWriter, ri *reqInfo, model string, stream bool, build func(*ready) (*genSpec, error)) (st *ready, spec *genSpec, release func(), ok bool) {
 	ri.model, ri.stream = model, stream
 	st, err := s.ready()
 	if err == nil {
 		err = s.checkModel(model)
 	}
 	if err == nil {
+		release, err = s.admit(st)
+	}
+	if err == nil {
 		spec, err = build(st)
+		if err != nil {
+			release()
+		}
 	}
 	if err != nil {
 		s.fail(w, ri, err)
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
 	ri.promptTokens = len(spec.prompt)
-	return st, spec, true
+	return st, spec, release, true
 }

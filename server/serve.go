@@ -24,15 +24,24 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 	base, cancelBase := context.WithCancelCause(context.Background())
 	defer cancelBase(nil)
 	hs := &http.Server{
-		Handler:           s.Handler(),
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		BaseContext:       func(net.Listener) context.Context { return base },
+		Handler:     s.handler(ln.Addr()),
+		IdleTimeout: 2 * time.Minute,
+		BaseContext: func(net.Listener) context.Context { return base },
+	}
+	if s.opts.ReadTimeout > 0 {
+		hs.ReadHeaderTimeout = s.opts.ReadTimeout
 	}
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	select {
 	case err := <-served:
+		// The listener failed: stop the handlers still running and wait
+		// for them, as a shutdown does, before the caller closes the
+		// backend.
+		s.SetClosing()
+		cancelBase(errShutdown)
+		hs.Close()
+		<-s.handlers.wait()
 		return fmt.Errorf("serve on %s: %w", ln.Addr(), err)
 	case <-ctx.Done():
 	}
@@ -47,7 +56,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 		cancelBase(errShutdown)
 		// Cancelled handlers return within a decode step; give them a
 		// moment to send their error events, then cut the connections.
-		drainCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		drainCtx, cancel := context.WithTimeout(context.Background(), s.cancelWait)
 		err = hs.Shutdown(drainCtx)
 		cancel()
 		if err != nil {
@@ -55,5 +64,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration
 		}
 	}
 	<-served // http.ErrServerClosed
+	// Close does not wait for handlers; their backend must outlive them.
+	<-s.handlers.wait()
 	return nil
 }

@@ -11,11 +11,9 @@ package server
 import (
 	"context"
 	"crypto/subtle"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -46,6 +44,14 @@ type Options struct {
 	Timeout time.Duration
 	// MaxBodyBytes limits request bodies (default 4 MiB); larger get 413.
 	MaxBodyBytes int64
+	// ReadTimeout bounds the reading of a request's headers, and of its
+	// body (plus a second per 64 KiB of Content-Length); a slower client
+	// gets 408. 0 means DefaultReadTimeout, negative no limit.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds each write of a response: a client that stops
+	// reading for longer is dropped and its generation cancelled. 0 means
+	// DefaultWriteTimeout, negative no limit.
+	WriteTimeout time.Duration
 	// Sampling are the defaults for parameters a request does not set;
 	// Seed RandomSeed gives every request without a seed a new one.
 	Sampling chat.Sampling
@@ -77,6 +83,11 @@ type Server struct {
 	metrics  *metrics
 	mux      *http.ServeMux
 	started  time.Time
+	readers  bodyReaders
+	handlers handlerCount
+	// cancelWait is how long Serve lets cancelled handlers send their
+	// error events before it closes their connections.
+	cancelWait time.Duration
 }
 
 // ready is the loaded backend and its admission tokens.
@@ -95,10 +106,17 @@ func New(opts Options) *Server {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 4 << 20
 	}
+	if opts.ReadTimeout == 0 {
+		opts.ReadTimeout = DefaultReadTimeout
+	}
+	if opts.WriteTimeout == 0 {
+		opts.WriteTimeout = DefaultWriteTimeout
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &Server{opts: opts, log: opts.Logger, metrics: newMetrics(), mux: http.NewServeMux(), started: time.Now()}
+	s := &Server{opts: opts, log: opts.Logger, metrics: newMetrics(), mux: http.NewServeMux(), started: time.Now(),
+		cancelWait: 10 * time.Second}
 	for _, prefix := range []string{"/v1", ""} {
 		s.mux.HandleFunc(prefix+"/chat/completions", s.method(http.MethodPost, s.handleChat))
 		s.mux.HandleFunc(prefix+"/completions", s.method(http.MethodPost, s.handleCompletion))
@@ -129,13 +147,21 @@ func (s *Server) SetBackend(b Backend) {
 }
 
 // SetClosing makes /health answer 503 and new model requests get 503, for a
-// graceful shutdown; requests already running go on.
-func (s *Server) SetClosing() { s.closing.Store(true) }
+// graceful shutdown; requests already running go on, but those still
+// sending their bodies are cut off with 503.
+func (s *Server) SetClosing() {
+	s.closing.Store(true)
+	s.cutReaders()
+}
 
-// Handler returns the HTTP handler with logging, CORS, authentication and
-// the body size limit in front of the routes.
-func (s *Server) Handler() http.Handler {
-	return s.logRequests(s.cors(s.auth(s.mux)))
+// Handler returns the HTTP handler with logging, the cross-site guard (see
+// guard), CORS and authentication in front of the routes. Serve adds the
+// Host check of a loopback listener.
+func (s *Server) Handler() http.Handler { return s.handler(nil) }
+
+// handler is Handler for a listener on local (nil: unknown).
+func (s *Server) handler(local net.Addr) http.Handler {
+	return s.handlers.track(s.logRequests(s.guard(local, s.cors(s.auth(s.mux)))))
 }
 
 func (s *Server) method(m string, h http.HandlerFunc) http.HandlerFunc {
@@ -156,7 +182,7 @@ func (s *Server) auth(next http.Handler) http.Handler {
 	if s.opts.APIKey == "" {
 		return next
 	}
-	want := []byte("Bearer " + s.opts.APIKey)
+	want := []byte(s.opts.APIKey)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if isHealthPath(r.URL.Path) || r.Method == http.MethodOptions || s.opts.Web.Public(r.URL.Path) {
 			next.ServeHTTP(w, r)
@@ -168,7 +194,8 @@ func (s *Server) auth(next http.Handler) http.Handler {
 				"you didn't provide an API key; send it as the header \"Authorization: Bearer YOUR_KEY\""))
 			return
 		}
-		if subtle.ConstantTimeCompare([]byte(got), want) != 1 {
+		token, ok := bearerToken(got)
+		if !ok || subtle.ConstantTimeCompare([]byte(token), want) != 1 {
 			writeError(w, newAPIError(http.StatusUnauthorized, typeAuthentication, "invalid_api_key", "",
 				"incorrect API key provided"))
 			return
@@ -209,33 +236,6 @@ func (s *Server) cors(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
-}
-
-// decode reads a JSON request body into v. Unknown fields are ignored, as
-// clients send extensions; known fields of the wrong type are a 400.
-func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
-	if r.ContentLength > s.opts.MaxBodyBytes {
-		return decodeError(&http.MaxBytesError{Limit: s.opts.MaxBodyBytes})
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return decodeError(err)
-		}
-		return badRequest("", "reading the request body: %v", err)
-	}
-	if len(strings.TrimSpace(string(body))) == 0 {
-		return decodeError(errEmptyBody)
-	}
-	dec := json.NewDecoder(strings.NewReader(string(body)))
-	if err := dec.Decode(v); err != nil {
-		return decodeError(err)
-	}
-	if dec.More() {
-		return newAPIError(http.StatusBadRequest, typeInvalidRequest, "invalid_json", "", "extra data after the JSON body")
-	}
-	return nil
 }
 
 // ready returns the loaded backend, or a 503 while the model loads or the
@@ -299,11 +299,13 @@ func infoOf(ctx context.Context) *reqInfo {
 	return &reqInfo{}
 }
 
-// statusWriter records the status and size of a response.
+// statusWriter records the status and size of a response, and gives each
+// write writeTimeout (when > 0) to reach the client.
 type statusWriter struct {
 	http.ResponseWriter
-	status int
-	bytes  int64
+	status       int
+	bytes        int64
+	writeTimeout time.Duration
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -316,6 +318,10 @@ func (w *statusWriter) WriteHeader(code int) {
 func (w *statusWriter) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
+	}
+	if w.writeTimeout > 0 {
+		// The deadline also covers the flush that follows (SSE).
+		http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(w.writeTimeout))
 	}
 	n, err := w.ResponseWriter.Write(p)
 	w.bytes += int64(n)
@@ -332,7 +338,7 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		start := time.Now()
 		ri := &reqInfo{id: newID("req-")}
 		w.Header().Set("X-Request-Id", ri.id)
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &statusWriter{ResponseWriter: w, writeTimeout: s.opts.WriteTimeout}
 		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, ri)))
 		status := sw.status
 		if status == 0 {

@@ -733,23 +733,3 @@ func TestStopMatcher(t *testing.T) {
 		}
 	}
 }
-
-func TestToolCallCode(t *testing.T) {
-	for args, want := range map[string]string{
-		``:                                `tool_call()`,
-		`{}`:                              `tool_call()`,
-		`{"seed": 42, "range": [0, 100]}`: `tool_call(seed=42, range=[0, 100])`,
-		`{"q": "a \"b\" <c>", "x": 1e3}`:  `tool_call(q="a \"b\" <c>", x=1e3)`,
-		`{"class": false}`:                `tool_call(**{"class": False})`,
-	} {
-		got, err := toolCallCode(args)
-		if err != nil || got != want {
-			t.Errorf("%s: got %q %v, want %q", args, got, err, want)
-		}
-	}
-	for _, bad := range []string{`[1]`, `{"a":}`, `{"a":1} x`, `"s"`} {
-		if _, err := toolCallCode(bad); err == nil {
-			t.Errorf("%s: no error", bad)
-		}
-	}
-}

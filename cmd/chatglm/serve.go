@@ -36,6 +36,8 @@ const (
 	srvDrain     = "server.drain"
 	srvCORS      = "server.cors_origin"
 	srvMaxBody   = "server.max_body"
+	srvReadTO    = "server.read_timeout"
+	srvWriteTO   = "server.write_timeout"
 	srvWeb       = "server.web"
 )
 
@@ -85,6 +87,8 @@ func newServeCmd(cfg *config.Store) *cobra.Command {
 		config.Key{Name: srvDrain, Flag: "drain", Default: 5 * time.Second, Usage: "on SIGTERM, how long /health/ready answers 503 while requests are still served, before the listener closes (0 = close at once)"},
 		config.Key{Name: srvCORS, Flag: "cors-origin", Default: []string{}, Usage: "origins browsers may call from (\"*\" = any); CORS is off when empty"},
 		config.Key{Name: srvMaxBody, Flag: "max-body", Default: 4 << 20, Usage: "largest request body in bytes; larger get 413"},
+		config.Key{Name: srvReadTO, Flag: "read-timeout", Default: server.DefaultReadTimeout, Usage: "longest a client may take to send a request's headers, and its body (plus 1s per 64 KiB); slower ones get 408 (0 = no limit)"},
+		config.Key{Name: srvWriteTO, Flag: "write-timeout", Default: server.DefaultWriteTimeout, Usage: "longest a client may stop reading an answer before it is dropped and its generation cancelled (0 = no limit)"},
 		config.Key{Name: srvWeb, Flag: "web", Default: true, Usage: "serve the browser chat page at / (--web=false turns it off)"},
 	)
 	return cmd
@@ -130,6 +134,8 @@ func runServe(cmd *cobra.Command, cfg *config.Store) error {
 		Queue:        cfg.Int(srvQueue),
 		Timeout:      cfg.Duration(srvTimeout),
 		MaxBodyBytes: int64(cfg.Int(srvMaxBody)),
+		ReadTimeout:  noLimitIfZero(cfg.Duration(srvReadTO)),
+		WriteTimeout: noLimitIfZero(cfg.Duration(srvWriteTO)),
 		Sampling:     smp,
 		MaxTokens:    maxTokens,
 		Web:          page,
@@ -203,4 +209,13 @@ func pageURL(addr net.Addr) string {
 func shortFloat(f float32) float64 {
 	v, _ := strconv.ParseFloat(strconv.FormatFloat(float64(f), 'g', -1, 32), 64)
 	return v
+}
+
+// noLimitIfZero maps a flag's "0 = no limit" onto server.Options', where 0
+// is the default and a negative duration no limit.
+func noLimitIfZero(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
