@@ -39,15 +39,15 @@ type hostileConfig struct {
 }
 
 // defaultHostility is the soak's hostile mix. A non-reading client's
-// pipelined answers (64 x 512 tokens, about 6 MB of events) outgrow what
-// the kernel buffers on a loopback connection (about 3 MB), so the
-// server's writes to it do block.
+// pipelined answers (8 x 512 tokens, about 800 KB of events) outgrow what
+// the kernel buffers for its small window (smallWindow: about 130 KB), so
+// the server's writes to it do block.
 var defaultHostility = hostileConfig{
 	Hold:           2 * time.Minute,
 	Pause:          500 * time.Millisecond,
 	SlowInterval:   time.Second,
 	SlowConns:      4,
-	StallRequests:  64,
+	StallRequests:  8,
 	StallMaxTokens: 512,
 	BigBody:        64 << 20,
 	AnswerTimeout:  time.Minute,
@@ -67,7 +67,7 @@ var hostileKinds = []hostileKind{
 	{"oversized-body", "a 64 MiB body, with Content-Length and chunked", (*hostileEnv).oversized},
 	{"slow-body", "complete headers, then the body one byte per -slow-interval, 4 connections", (*hostileEnv).slowBody},
 	{"slow-headers", "the headers one byte per -slow-interval, never finished, 4 connections", (*hostileEnv).slowHeaders},
-	{"stop-reading", "64 pipelined streaming requests, the first event read, then no reading for -hostile-hold", (*hostileEnv).stopReading},
+	{"stop-reading", "8 pipelined streaming requests on a small receive window, the first event read, then no reading for -hostile-hold", (*hostileEnv).stopReading},
 	{"disconnect", "a streaming request hung up on after 1 to 8 events", (*hostileEnv).disconnect},
 }
 
@@ -140,10 +140,14 @@ func (e *hostileEnv) attack(ctx context.Context, kind string, attempt int) []out
 	return []outcome{{what: "unknown kind " + kind}}
 }
 
-// dial connects to the server; the connection is closed when ctx ends, so
-// no read or write outlives the soak. The returned func closes it.
-func (e *hostileEnv) dial(ctx context.Context) (net.Conn, func(), error) {
+// dial connects to the server, with a small receive window when small is
+// set; the connection is closed when ctx ends, so no read or write outlives
+// the soak. The returned func closes it.
+func (e *hostileEnv) dial(ctx context.Context, small bool) (net.Conn, func(), error) {
 	d := net.Dialer{Timeout: 5 * time.Second}
+	if small {
+		d.Control = smallWindow
+	}
 	c, err := d.DialContext(ctx, "tcp", e.addr)
 	if err != nil {
 		return nil, nil, err
@@ -207,7 +211,7 @@ func readAnswer(ctx context.Context, conn net.Conn, br *bufio.Reader, timeout ti
 // exchange sends one request (body streamed by a second goroutine, so a
 // server that answers before the body is in is heard) and reads the answer.
 func (e *hostileEnv) exchange(ctx context.Context, path string, length int64, body io.Reader) outcome {
-	conn, done, err := e.dial(ctx)
+	conn, done, err := e.dial(ctx, false)
 	if err != nil {
 		return outcome{what: classify(ctx, err)}
 	}
@@ -318,7 +322,7 @@ func (e *hostileEnv) slowly(ctx context.Context, prefix, trickle []byte) []outco
 }
 
 func (e *hostileEnv) slowConn(ctx context.Context, prefix, trickle []byte) outcome {
-	conn, done, err := e.dial(ctx)
+	conn, done, err := e.dial(ctx, false)
 	if err != nil {
 		return outcome{what: classify(ctx, err)}
 	}
@@ -401,8 +405,8 @@ func firstEvents(conn net.Conn, br *bufio.Reader, n int, timeout time.Duration) 
 // onwards) in one write, and reads the first answer's head and up to events
 // event lines. A non-empty what is the outcome of a failure; ended says the
 // first stream ended within those lines; done closes the connection.
-func (e *hostileEnv) openStreams(ctx context.Context, first, n, events int) (conn net.Conn, br *bufio.Reader, done func(), ended bool, what string) {
-	conn, done, err := e.dial(ctx)
+func (e *hostileEnv) openStreams(ctx context.Context, small bool, first, n, events int) (conn net.Conn, br *bufio.Reader, done func(), ended bool, what string) {
+	conn, done, err := e.dial(ctx, small)
 	if err != nil {
 		return nil, nil, func() {}, false, classify(ctx, err)
 	}
@@ -425,12 +429,12 @@ func (e *hostileEnv) openStreams(ctx context.Context, first, n, events int) (con
 }
 
 // stopReading pipelines cfg.StallRequests streaming requests on one
-// connection, reads the first event and then nothing for cfg.Hold; then it
+// connection with a small receive window, reads the first event and then nothing for cfg.Hold; then it
 // drains what is left to learn whether the server dropped the connection
 // meanwhile.
 func (e *hostileEnv) stopReading(ctx context.Context, attempt int) []outcome {
 	n := e.cfg.StallRequests
-	conn, br, done, _, what := e.openStreams(ctx, attempt*n, n, 1)
+	conn, br, done, _, what := e.openStreams(ctx, true, attempt*n, n, 1)
 	defer done()
 	if what != "" {
 		return []outcome{{what: what}}
@@ -466,7 +470,7 @@ func (e *hostileEnv) stopReading(ctx context.Context, attempt int) []outcome {
 
 // disconnect sends a streaming request and hangs up after a few events.
 func (e *hostileEnv) disconnect(ctx context.Context, attempt int) []outcome {
-	_, _, done, ended, what := e.openStreams(ctx, attempt, 1, 1+attempt%8)
+	_, _, done, ended, what := e.openStreams(ctx, false, attempt, 1, 1+attempt%8)
 	defer done()
 	switch {
 	case what != "":

@@ -250,7 +250,7 @@ func TestProcAlive(t *testing.T) {
 // TestHostileKinds runs each hostile kind against a server with read and
 // write timeouts and checks what the client says the server did.
 func TestHostileKinds(t *testing.T) {
-	url := startFake(t, &fakeServer{events: 16, eventBytes: 64 << 10, writeTimeout: time.Second}, time.Second, 2*time.Second)
+	url := startFake(t, &fakeServer{events: 16, eventBytes: 16 << 10, writeTimeout: time.Second}, time.Second, 2*time.Second)
 	env, err := newHostileEnv(url, "", testHostility)
 	if err != nil {
 		t.Fatal(err)
@@ -300,7 +300,7 @@ func TestHostileKinds(t *testing.T) {
 // deadline keeps slow senders to the hold limit, and a non-reading client's
 // streams complete once it reads again.
 func TestHostileWithoutTimeouts(t *testing.T) {
-	url := startFake(t, &fakeServer{events: 16, eventBytes: 64 << 10}, 0, 0)
+	url := startFake(t, &fakeServer{events: 16, eventBytes: 16 << 10}, 0, 0)
 	cfg := testHostility
 	cfg.Hold = time.Second
 	env, err := newHostileEnv(url, "", cfg)
