@@ -616,17 +616,17 @@ func (d *decoder) readKVs(f *File, n uint64) error {
 }
 
 // firstDuplicate returns a name that occurs twice among the n names that
-// name(i) returns. It sorts a copy rather than filling a map, which would
-// cost several times the header's size.
+// name(i) returns. It sorts indices (4 bytes a name) rather than filling a
+// map, which would cost several times the header's size.
 func firstDuplicate(n int, name func(int) string) (string, bool) {
-	names := make([]string, n)
-	for i := range names {
-		names[i] = name(i)
+	idx := make([]int32, n)
+	for i := range idx {
+		idx[i] = int32(i)
 	}
-	slices.Sort(names)
-	for i := 1; i < len(names); i++ {
-		if names[i] == names[i-1] {
-			return names[i], true
+	slices.SortFunc(idx, func(a, b int32) int { return strings.Compare(name(int(a)), name(int(b))) })
+	for i := 1; i < len(idx); i++ {
+		if name(int(idx[i])) == name(int(idx[i-1])) {
+			return name(int(idx[i])), true
 		}
 	}
 	return "", false
