@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/chatglm/chatglm/internal/atomicfile"
 )
 
 // History is the list of earlier entries that Up, Down and Ctrl-R recall,
@@ -177,9 +179,8 @@ func (h *History) Add(entry string) error {
 	return nil
 }
 
-// rewrite replaces the file with the entries in memory that belong in it:
-// a temporary file beside it, synced, renamed over it, and the folder
-// synced. h.mu is held or h is not shared yet.
+// rewrite replaces the file, atomically, with the entries in memory that
+// belong in it. h.mu is held or h is not shared yet.
 func (h *History) rewrite() error {
 	var buf bytes.Buffer
 	for _, e := range h.entries {
@@ -187,32 +188,7 @@ func (h *History) rewrite() error {
 			buf.WriteString(encodeEntry(e) + "\n")
 		}
 	}
-	dir := filepath.Dir(h.path)
-	tmp, err := os.CreateTemp(dir, filepath.Base(h.path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(buf.Bytes()); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), h.path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.WriteFile(h.path, buf.Bytes(), 0o600)
 }
 
 // Entries returns a copy of the entries, oldest first.
