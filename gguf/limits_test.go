@@ -30,6 +30,17 @@ func (r *rawGGUF) u32(v uint32) { r.b.Write(binary.LittleEndian.AppendUint32(nil
 func (r *rawGGUF) u64(v uint64) { r.b.Write(binary.LittleEndian.AppendUint64(nil, v)) }
 func (r *rawGGUF) str(s string) { r.u64(uint64(len(s))); r.b.WriteString(s) }
 
+// rawArray is a GGUF holding one array of n elem values encoded in payload.
+func rawArray(elem ValueType, n uint64, payload []byte) []byte {
+	r := newRaw(0, 1)
+	r.str("k")
+	r.u32(uint32(TypeArray))
+	r.u32(uint32(elem))
+	r.u64(n)
+	r.b.Write(payload)
+	return r.b.Bytes()
+}
+
 // allocsOf returns the bytes allocated while reading b.
 func allocsOf(t *testing.T, b []byte) uint64 {
 	t.Helper()
@@ -52,31 +63,11 @@ func TestReadMemoryIsProportional(t *testing.T) {
 	const n = 4 << 20
 	files := map[string][]byte{}
 
+	files["u8 array"] = rawArray(TypeUint8, n, make([]byte, n))
+	files["f32 array"] = rawArray(TypeFloat32, n/4, make([]byte, n))
+	files["empty strings"] = rawArray(TypeString, n/8, make([]byte, n))
+
 	r := newRaw(0, 1)
-	r.str("big.u8")
-	r.u32(uint32(TypeArray))
-	r.u32(uint32(TypeUint8))
-	r.u64(n)
-	r.b.Write(make([]byte, n))
-	files["u8 array"] = r.b.Bytes()
-
-	r = newRaw(0, 1)
-	r.str("big.f32")
-	r.u32(uint32(TypeArray))
-	r.u32(uint32(TypeFloat32))
-	r.u64(n / 4)
-	r.b.Write(make([]byte, n))
-	files["f32 array"] = r.b.Bytes()
-
-	r = newRaw(0, 1)
-	r.str("big.strs")
-	r.u32(uint32(TypeArray))
-	r.u32(uint32(TypeString))
-	r.u64(n / 8)
-	r.b.Write(make([]byte, n)) // n/8 empty strings
-	files["empty strings"] = r.b.Bytes()
-
-	r = newRaw(0, 1)
 	r.str("big.nested")
 	r.u32(uint32(TypeArray))
 	r.u32(uint32(TypeArray))
@@ -108,14 +99,7 @@ func TestReadMemoryIsProportional(t *testing.T) {
 }
 
 func TestReadLimits(t *testing.T) {
-	arr := func(elem ValueType, n uint64) []byte {
-		r := newRaw(0, 1)
-		r.str("k")
-		r.u32(uint32(TypeArray))
-		r.u32(uint32(elem))
-		r.u64(n)
-		return r.b.Bytes()
-	}
+	arr := func(elem ValueType, n uint64) []byte { return rawArray(elem, n, nil) }
 	longString := func(n uint64) []byte {
 		r := newRaw(0, 1)
 		r.str("k")
