@@ -466,6 +466,25 @@ func TestPageFakeBackend(t *testing.T) {
 		t.Errorf("the sent message is %q", u)
 	}
 
+	// Switching conversations stops the reply; the stopped one stays the
+	// most recent, the one switched to does not jump the list.
+	fb.setReply(func(string) string { return strings.Repeat("slow ", 400) })
+	fb.delay.Store(int64(20 * time.Millisecond))
+	p.typeAndSend("one more")
+	p.waitJS(lastReply+`.length > 10`, 10*time.Second)
+	p.run(chromedp.Click(`#conv-list li:nth-child(2) .conv-title`, chromedp.ByQuery))
+	p.waitJS(idle, 5*time.Second)
+	time.Sleep(100 * time.Millisecond)
+	for _, js := range []string{`[...document.querySelectorAll('#conv-list .conv-title')].map(b => b.textContent)`,
+		`JSON.parse(localStorage.getItem('chatglm.conversations')).map(c => c.title)`} {
+		if order := evalJS[[]string](p, js); len(order) != 2 || order[0] != "Weather in Beijing?" {
+			t.Errorf("after switching away from a reply, %s is %q; want the interrupted conversation first", js, order)
+		}
+	}
+	p.run(chromedp.Click(`#conv-list li:first-child .conv-title`, chromedp.ByQuery))
+	p.waitJS(lastReply+`.startsWith('slow')`, 5*time.Second)
+	fb.delay.Store(0)
+
 	// The sidebar: rename, search, switch, delete.
 	p.run(chromedp.Click(`#conv-list li.current button.small`, chromedp.ByQuery))
 	p.run(chromedp.SetValue(`#conv-list input.rename`, "Weather chat", chromedp.ByQuery), chromedp.Focus(`#conv-list input.rename`, chromedp.ByQuery), pressEnter(0))

@@ -622,8 +622,10 @@
 
   // ---- talking to the server --------------------------------------------------
 
-  function touch() {
-    const c = conv();
+  // touch marks c (by default the current conversation) as the most
+  // recently used one, and saves.
+  function touch(c) {
+    c = c || conv();
     c.updated = Date.now();
     // the conversation most recently used comes first
     state.convs = [c, ...state.convs.filter((x) => x !== c)];
@@ -752,7 +754,7 @@
     } else if (!msg.content && !msg.metadata && !msg.stopped && !msg.error) {
       msg.error = 'the reply was empty';
     }
-    if (state.convs.includes(c)) touch();
+    if (state.convs.includes(c)) { touch(c); renderList(); }
     if (state.current === c) {
       renderMessages();
       renderHeader();
