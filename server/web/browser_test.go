@@ -780,6 +780,9 @@ func TestPageRealServe(t *testing.T) {
 	if i := strings.Index(string(out), "{"); i < 0 || json.Unmarshal(out[i:], &res) != nil || res.HistoryMessages < 2*turns {
 		t.Errorf("chatglm run --messages: %s", out)
 	}
+	// Import the file back: a new conversation with the same messages.
+	p.run(chromedp.SetUploadFiles("#import-file", []string{file}, chromedp.ByID))
+	p.waitJS(fmt.Sprintf(`document.querySelectorAll('#messages article').length === %d && document.getElementById('status').textContent.startsWith('Imported %d messages')`, 2*turns, 2*turns), 10*time.Second)
 	p.checkClean()
 	if strings.Contains(srv.log(), "你好") {
 		t.Errorf("the server log holds prompt text")
