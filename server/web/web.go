@@ -69,8 +69,12 @@ type asset struct {
 	immutable   bool // served under a content-hashed name
 }
 
-// New returns the page; settings is called for every GET /web/settings.
+// New returns the page; settings is called for every GET /web/settings
+// (nil serves zero Settings).
 func New(settings func() Settings) (*Page, error) {
+	if settings == nil {
+		settings = func() Settings { return Settings{} }
+	}
 	p := &Page{settings: settings, files: map[string]*asset{}}
 	raw := map[string][]byte{}
 	err := fs.WalkDir(assetFS, "assets", func(name string, d fs.DirEntry, err error) error {
