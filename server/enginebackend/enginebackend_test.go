@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -33,6 +34,12 @@ func tinyGGUF(t *testing.T) string {
 // serveTiny serves the tiny model with parallel sequences of ctxSize tokens.
 func serveTiny(t *testing.T, parallel, ctxSize int, opts server.Options) (*engine.Engine, string) {
 	t.Helper()
+	return serveTinyOn(t, parallel, ctxSize, opts, nil)
+}
+
+// serveTinyOn is serveTiny on a listener wrapped by wrap (when not nil).
+func serveTinyOn(t *testing.T, parallel, ctxSize int, opts server.Options, wrap func(net.Listener) net.Listener) (*engine.Engine, string) {
+	t.Helper()
 	path := tinyGGUF(t)
 	e, err := engine.Open(context.Background(), engine.Options{ModelPath: path, Parallel: parallel, ContextSize: ctxSize, Threads: 2})
 	if err != nil {
@@ -47,7 +54,11 @@ func serveTiny(t *testing.T, parallel, ctxSize int, opts server.Options) (*engin
 	opts.Sampling = chat.DefaultSampling()
 	s := server.New(opts)
 	s.SetBackend(b)
-	ts := httptest.NewServer(s.Handler())
+	ts := httptest.NewUnstartedServer(s.Handler())
+	if wrap != nil {
+		ts.Listener = wrap(ts.Listener)
+	}
+	ts.Start()
 	t.Cleanup(func() {
 		ts.Close()
 		e.Close()
