@@ -5,8 +5,9 @@
 #   hostile   the same 8 beside 7 hostile clients, one of each kind
 #             (internal/loadgen/hostile.go): malformed JSON, deeply nested
 #             JSON, oversized bodies, slow senders of bodies and of headers,
-#             a client that stops reading mid-stream (64 pipelined streams,
-#             more than the kernel buffers) and one that hangs up mid-stream.
+#             a client that stops reading mid-stream (8 pipelined streams on
+#             a small receive window: more than the kernel buffers, so the
+#             server's writes block) and one that hangs up mid-stream.
 # Each run loads the server for $SOAK_WARMUP (not measured), then measures
 # for $SOAK_DURATION; the server's VmRSS is read from /proc at the end of the
 # warm-up and at the end. The targets (issue 11): no failed well-behaved
