@@ -65,7 +65,7 @@ func run() error {
 	maxTokens := flag.Int("max-tokens", 32, "max_tokens of each request")
 	label := flag.String("label", "", "label of the result line")
 	compare := flag.Bool("compare", false, "compare two result files (base, then batched)")
-	modelName := flag.String("model", "", "model description for -compare's output")
+	modelName := flag.String("model", "", "model description for the output of -compare and -soak-compare")
 	strict := flag.Bool("strict", false, "with -compare, also fail when the ratio is below 2x (failed requests always fail)")
 	soak := soakFlags()
 	flag.Parse()

@@ -111,8 +111,13 @@ var (
 
 // runSoak runs one soak and prints its result as one JSON line.
 func runSoak(cfg soakConfig, label string) error {
-	if cfg.Clients < 1 {
+	switch h := cfg.Hostility; {
+	case cfg.Clients < 1:
 		return errors.New("-clients must be at least 1")
+	case cfg.Hostile < 0 || cfg.Warmup < 0 || h.Pause < 0:
+		return errors.New("-hostile, -soak-warmup and -hostile-pause must not be negative")
+	case h.Hold <= 0 || h.SlowInterval <= 0:
+		return errors.New("-hostile-hold and -slow-interval must be positive")
 	}
 	res, err := soak(context.Background(), cfg)
 	if err != nil {
