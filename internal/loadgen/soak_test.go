@@ -490,3 +490,23 @@ func FuzzProcState(f *testing.F) {
 		}
 	})
 }
+
+// TestRunSoakRefuses: settings that cannot run (a zero slow interval
+// panicked in time.NewTicker) are refused before anything starts.
+func TestRunSoakRefuses(t *testing.T) {
+	ok := soakConfig{URL: "http://127.0.0.1:1", Clients: 1, Duration: time.Second, Hostility: testHostility}
+	for name, edit := range map[string]func(c *soakConfig){
+		"no clients":       func(c *soakConfig) { c.Clients = 0 },
+		"negative hostile": func(c *soakConfig) { c.Hostile = -1 },
+		"negative warm-up": func(c *soakConfig) { c.Warmup = -time.Second },
+		"zero interval":    func(c *soakConfig) { c.Hostility.SlowInterval = 0 },
+		"zero hold":        func(c *soakConfig) { c.Hostility.Hold = 0 },
+		"negative pause":   func(c *soakConfig) { c.Hostility.Pause = -1 },
+	} {
+		c := ok
+		edit(&c)
+		if err := runSoak(c, ""); err == nil {
+			t.Errorf("%s: runSoak accepted %+v", name, c)
+		}
+	}
+}
