@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"context"
 	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/hex"
@@ -44,4 +45,56 @@ func hashFile(path string, f File) (string, error) {
 		return "", fmt.Errorf("hashing %s: %w", path, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// poke wakes the hasher.
+func (j *fileJob) poke() {
+	select {
+	case j.kick <- struct{}{}:
+	default:
+	}
+}
+
+type hashResult struct {
+	sum string
+	err error
+}
+
+// hashLoop completes the streaming hash: it reads back the part of the
+// written prefix that was not hashed inline, until the whole file is hashed.
+func (j *fileJob) hashLoop(ctx context.Context) hashResult {
+	var buf []byte
+	for {
+		j.mu.Lock()
+		target, epoch := j.prefix(), j.epoch
+		j.mu.Unlock()
+		j.hmu.Lock()
+		if j.hepoch == epoch {
+			if j.hashed == j.f.Size && target == j.f.Size {
+				sum := hex.EncodeToString(j.h.Sum(nil))
+				j.hmu.Unlock()
+				return hashResult{sum: sum}
+			}
+			if j.hashed < target {
+				if buf == nil {
+					buf = make([]byte, 4<<20)
+				}
+				n := min(int64(len(buf)), target-j.hashed)
+				if _, err := j.fh.ReadAt(buf[:n], j.hashed); err != nil {
+					j.hmu.Unlock()
+					return hashResult{err: fmt.Errorf("reading back %s: %w", j.part, err)}
+				}
+				j.h.Write(buf[:n])
+				j.hashed += n
+				j.hmu.Unlock()
+				continue
+			}
+		}
+		j.hmu.Unlock()
+		select {
+		case <-j.kick:
+		case <-ctx.Done():
+			return hashResult{err: ctx.Err()}
+		}
+	}
 }

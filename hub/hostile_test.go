@@ -361,6 +361,12 @@ func TestEndpointCredentialsRedacted(t *testing.T) {
 	})
 	_, err = hub.Pull(context.Background(), o)
 	check(err)
+	srv.SetAPIHook(nil)
+	srv.SetFault(func(r hubtest.Request) hubtest.Fault {
+		return hubtest.Fault{Abort: r.Path == "config.json"} // a connection error on a file GET
+	})
+	_, err = hub.Pull(context.Background(), o)
+	check(err)
 	_, err = hub.NewHF("ftp://alice:hunter2@example.com", "", "", nil)
 	check(err)
 }

@@ -55,6 +55,7 @@ type Request struct {
 // serves the request correctly.
 type Fault struct {
 	Status      int           // answer with this status and no body
+	Abort       bool          // close the connection before any header
 	RetryAfter  string        // Retry-After header for Status
 	IgnoreRange bool          // answer 200 with the whole file
 	Body        []byte        // send these bytes instead of the file's (same length keeps headers right)
@@ -530,6 +531,9 @@ func (s *Server) serveBody(w http.ResponseWriter, r *http.Request, host, path st
 	var fault Fault
 	if hook != nil {
 		fault = hook(Request{Path: path, N: n, Range: r.Header.Get("Range"), Host: host, Header: r.Header})
+	}
+	if fault.Abort {
+		panic(http.ErrAbortHandler)
 	}
 	if fault.Status != 0 {
 		if fault.RetryAfter != "" {
