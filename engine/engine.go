@@ -13,7 +13,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,6 +112,7 @@ type Engine struct {
 	wake   chan struct{} // signalled when a slot is released
 
 	jobs     chan *job
+	decode   func(*binding.Batch) error // one decode step; tests inject faults
 	quit     chan struct{}
 	loopDone chan struct{}
 	closed   atomic.Bool
@@ -134,6 +134,16 @@ type Stats struct {
 
 // Open loads the model and creates the context and slots.
 func Open(ctx context.Context, o Options) (*Engine, error) {
+	e, err := load(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	go e.loop()
+	return e, nil
+}
+
+// load makes an engine whose scheduler is not started yet.
+func load(ctx context.Context, o Options) (*Engine, error) {
 	if o.Parallel <= 0 {
 		o.Parallel = 1
 	}
@@ -188,7 +198,7 @@ func Open(ctx context.Context, o Options) (*Engine, error) {
 	for i := 0; i < o.Parallel; i++ {
 		e.free = append(e.free, &Slot{e: e, id: i})
 	}
-	go e.loop()
+	e.decode = func(b *binding.Batch) error { return lctx.Decode(context.Background(), b) }
 	return e, nil
 }
 
@@ -380,25 +390,6 @@ func (o *outbox) take() (toks []Token, ended bool, res *Result, err error) {
 	return toks, o.ended, o.done, o.err
 }
 
-// job is a request in the scheduler.
-type job struct {
-	ctx     context.Context
-	cancel  context.CancelFunc
-	slot    *Slot
-	req     Request
-	out     *outbox
-	sampler *binding.Sampler
-	stop    map[int32]bool
-
-	pending  []int32 // prompt tokens still to evaluate
-	row      int     // batch row whose logits to sample, or -1
-	last     int32   // token to feed next during generation
-	feedLast bool
-	res      Result
-	started  time.Time
-	firstTok time.Time
-}
-
 // Generate continues req.Prompt in this slot and calls onToken for every
 // generated token, from the caller's goroutine. onToken may return ErrStop
 // to end the reply normally, or another error to abort it.
@@ -476,189 +467,4 @@ func (s *Slot) Generate(ctx context.Context, req Request, onToken func(Token) er
 		}
 		return res, nil
 	}
-}
-
-// loop is the scheduler: the only goroutine that touches the context.
-func (e *Engine) loop() {
-	defer close(e.loopDone)
-	// llama.cpp lowers n_batch to n_ctx when the context is smaller.
-	batch, err := binding.NewBatch(min(e.opts.BatchSize, e.lctx.BatchSize()), 1)
-	if err != nil {
-		slog.Error("engine: batch", "err", err)
-		return
-	}
-	defer batch.Close()
-	var active []*job
-	finish := func(j *job, reason string, err error) {
-		j.sampler.Close()
-		if err != nil {
-			j.out.end(nil, err)
-		} else {
-			j.res.Finish = reason
-			if !j.firstTok.IsZero() {
-				j.res.PromptTime = j.firstTok.Sub(j.started)
-				j.res.GenTime = time.Since(j.firstTok)
-			} else {
-				j.res.PromptTime = time.Since(j.started)
-			}
-			r := j.res
-			j.out.end(&r, nil)
-		}
-		e.addStats(func(s *Stats) { s.Active-- })
-	}
-	defer func() {
-		for _, j := range active {
-			finish(j, FinishCancelled, nil)
-		}
-	}()
-	for {
-		// Take new jobs; block only when idle.
-		if len(active) == 0 {
-			select {
-			case j := <-e.jobs:
-				active = append(active, e.start(j))
-			case <-e.quit:
-				return
-			}
-		}
-		for more := true; more; {
-			select {
-			case j := <-e.jobs:
-				active = append(active, e.start(j))
-			case <-e.quit:
-				return
-			default:
-				more = false
-			}
-		}
-		// Drop cancelled jobs.
-		kept := active[:0]
-		for _, j := range active {
-			if j.ctx.Err() != nil {
-				finish(j, FinishCancelled, nil)
-				continue
-			}
-			kept = append(kept, j)
-		}
-		active = kept
-		if len(active) == 0 {
-			continue
-		}
-		// Fill one batch: next tokens of generating jobs first, then
-		// prompt chunks.
-		batch.Clear()
-		budget := batch.Cap()
-		for _, j := range active {
-			j.row = -1
-			if j.feedLast && budget > 0 {
-				row, _ := batch.Add(j.last, len(j.slot.cached), []int{j.slot.id}, true)
-				j.row = row
-				budget--
-			}
-		}
-		for _, j := range active {
-			if len(j.pending) == 0 || budget == 0 {
-				continue
-			}
-			n := min(len(j.pending), budget)
-			for k := 0; k < n; k++ {
-				lastOfPrompt := k == n-1 && n == len(j.pending)
-				row, _ := batch.Add(j.pending[k], len(j.slot.cached)+k, []int{j.slot.id}, lastOfPrompt)
-				if lastOfPrompt {
-					j.row = row
-				}
-			}
-			budget -= n
-		}
-		if batch.Len() == 0 {
-			continue
-		}
-		err := e.lctx.Decode(context.Background(), batch)
-		e.addStats(func(s *Stats) { s.DecodeSteps++ })
-		if err != nil {
-			// A failed step fails its jobs; cells a partly finished
-			// step left behind are removed so the caches stay exact.
-			for _, j := range active {
-				e.lctx.SeqRemove(j.slot.id, len(j.slot.cached), -1)
-				finish(j, "", fmt.Errorf("engine: %w", err))
-			}
-			active = active[:0]
-			continue
-		}
-		// Commit what was evaluated, then sample.
-		kept = active[:0]
-		for _, j := range active {
-			if j.feedLast {
-				j.slot.cached = append(j.slot.cached, j.last)
-				j.feedLast = false
-			} else if len(j.pending) > 0 {
-				n := len(j.pending)
-				if j.row < 0 {
-					// Only part of the prompt fitted this step.
-					n = j.chunkIn(batch)
-				}
-				j.slot.cached = append(j.slot.cached, j.pending[:n]...)
-				j.pending = j.pending[n:]
-				j.res.EvaluatedTokens += n
-				e.addStats(func(s *Stats) { s.PromptTokens += int64(n) })
-			}
-			if j.row < 0 {
-				kept = append(kept, j)
-				continue
-			}
-			tok, err := j.sampler.Sample(e.lctx, j.row)
-			if err != nil {
-				finish(j, "", err)
-				continue
-			}
-			if j.firstTok.IsZero() {
-				j.firstTok = time.Now()
-			}
-			if j.stop[tok] {
-				j.res.StopToken = tok
-				finish(j, FinishStop, nil)
-				continue
-			}
-			piece, _ := e.model.TokenPiece(tok, false)
-			j.res.Tokens = append(j.res.Tokens, tok)
-			e.addStats(func(s *Stats) { s.GeneratedTokens++ })
-			j.out.push(Token{ID: tok, Piece: piece})
-			if (j.req.MaxTokens > 0 && len(j.res.Tokens) >= j.req.MaxTokens) || len(j.slot.cached)+1 >= e.ctxSize {
-				finish(j, FinishLength, nil)
-				continue
-			}
-			j.last, j.feedLast = tok, true
-			kept = append(kept, j)
-		}
-		active = kept
-	}
-}
-
-// chunkIn counts the job's prompt tokens in the batch (rows of its slot).
-func (j *job) chunkIn(b *binding.Batch) int {
-	return b.CountSeq(j.slot.id)
-}
-
-// start prepares a job: it reuses the slot's cached prefix and removes the
-// rest of the slot's KV cells.
-func (e *Engine) start(j *job) *job {
-	e.addStats(func(s *Stats) { s.Requests++; s.Active++ })
-	s := j.slot
-	n := commonPrefix(s.cached, j.req.Prompt)
-	if n == len(j.req.Prompt) {
-		n-- // evaluate at least one token to get logits
-	}
-	if n < len(s.cached) {
-		if e.lctx.SeqRemove(s.id, n, -1) != nil {
-			e.lctx.SeqRemove(s.id, -1, -1)
-			n = 0
-		}
-		s.cached = s.cached[:n]
-	}
-	j.res.CachedTokens = n
-	j.pending = append([]int32(nil), j.req.Prompt[n:]...)
-	for _, t := range j.req.Prompt {
-		j.sampler.Accept(t)
-	}
-	return j
 }
