@@ -111,7 +111,12 @@ func runChat(cmd *cobra.Command, cfg *config.Store, session, system string, verb
 		}
 	}
 	st := newChatStyle(interactive)
+	var ed *lineedit.Editor
 	if interactive {
+		if ed, err = newChatEditor(cfg, stdin.(*os.File), stdout, stderr); err != nil {
+			return err
+		}
+		defer ed.Close()
 		fmt.Fprintln(stdout, "正在加载本地模型...")
 	}
 	loadCtx, cancelLoad := context.WithCancel(ctx)
@@ -155,11 +160,6 @@ func runChat(cmd *cobra.Command, cfg *config.Store, session, system string, verb
 		conv.SetSystem(system)
 	}
 	if interactive {
-		ed, err := newChatEditor(cfg, stdin.(*os.File), stdout, stderr)
-		if err != nil {
-			return err
-		}
-		defer ed.Close()
 		r.lines, r.editor = ed, ed
 		fmt.Fprintln(stdout, "模型加载完成!"+st.dim("  (/help 查看命令，exit 退出)"))
 	} else {
