@@ -280,10 +280,7 @@ func TestCancelAtDecodeEndDoesNotAbortNextDecode(t *testing.T) {
 
 // A Model or Context that is garbage-collected without Close is reported.
 func TestLeakIsLogged(t *testing.T) {
-	var buf syncBuffer
-	old := slog.Default()
-	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	defer slog.SetDefault(old)
+	buf := captureWarnings(t)
 	func() {
 		m, err := binding.LoadModel(context.Background(), testgguf.Tiny(t), binding.ModelParams{})
 		if err != nil {
@@ -306,10 +303,7 @@ func TestLeakIsLogged(t *testing.T) {
 
 // A closed object is not reported.
 func TestNoLeakLoggedAfterClose(t *testing.T) {
-	var buf syncBuffer
-	old := slog.Default()
-	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	defer slog.SetDefault(old)
+	buf := captureWarnings(t)
 	func() {
 		m := loadTiny(t)
 		c := newCtx(t, m, binding.ContextParams{NCtx: 64})
@@ -323,6 +317,16 @@ func TestNoLeakLoggedAfterClose(t *testing.T) {
 	if strings.Contains(buf.String(), "without Close") {
 		t.Errorf("leak reported for closed objects:\n%s", buf.String())
 	}
+}
+
+// captureWarnings sends slog's warnings and errors to a buffer for the rest
+// of the test.
+func captureWarnings(t *testing.T) *syncBuffer {
+	buf := &syncBuffer{}
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	t.Cleanup(func() { slog.SetDefault(old) })
+	return buf
 }
 
 type syncBuffer struct {

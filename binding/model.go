@@ -394,23 +394,20 @@ func (m *Model) TokenText(id int32) string {
 // IsEOG reports whether llama.cpp treats the token as end of generation
 // (false for an id out of range or after Close).
 func (m *Model) IsEOG(id int32) bool {
-	var ok bool
-	if m.ValidToken(id) {
-		m.use(func(_ *C.struct_llama_model, v *C.struct_llama_vocab) {
-			ok = bool(C.llama_vocab_is_eog(v, C.llama_token(id)))
-		})
-	}
-	return ok
+	return m.tokenIs(id, func(v *C.struct_llama_vocab, t C.llama_token) C.bool { return C.llama_vocab_is_eog(v, t) })
 }
 
 // IsControl reports whether the token is a control token (false for an id
 // out of range or after Close).
 func (m *Model) IsControl(id int32) bool {
+	return m.tokenIs(id, func(v *C.struct_llama_vocab, t C.llama_token) C.bool { return C.llama_vocab_is_control(v, t) })
+}
+
+// tokenIs asks the vocabulary a yes/no question about a valid token.
+func (m *Model) tokenIs(id int32, ask func(*C.struct_llama_vocab, C.llama_token) C.bool) bool {
 	var ok bool
 	if m.ValidToken(id) {
-		m.use(func(_ *C.struct_llama_model, v *C.struct_llama_vocab) {
-			ok = bool(C.llama_vocab_is_control(v, C.llama_token(id)))
-		})
+		m.use(func(_ *C.struct_llama_model, v *C.struct_llama_vocab) { ok = bool(ask(v, C.llama_token(id))) })
 	}
 	return ok
 }
