@@ -403,3 +403,32 @@ func TestCloseDuringGenerate(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// With more slots than batch rows, prompts and next tokens share the few
+// rows over more steps; every reply matches the reply alone.
+func TestMoreSlotsThanBatchRows(t *testing.T) {
+	serial := open(t, 1)
+	want, _ := generate(t, serial, engine.Request{Prompt: prompt, MaxTokens: 6})
+	e, err := engine.Open(context.Background(), engine.Options{
+		ModelPath: testgguf.Tiny(t), Parallel: 3, ContextSize: 256, BatchSize: 2, Threads: 2,
+		FlashAttn: binding.FlashAttnOff,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	var wg sync.WaitGroup
+	for range 3 {
+		s, _ := e.Acquire(context.Background())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer s.Release()
+			res, err := s.Generate(context.Background(), engine.Request{Prompt: prompt, MaxTokens: 6}, func(engine.Token) error { return nil })
+			if err != nil || !slices.Equal(res.Tokens, want.Tokens) {
+				t.Errorf("slot %d: err %v, tokens %v, alone %v", s.ID(), err, res.Tokens, want.Tokens)
+			}
+		}()
+	}
+	wg.Wait()
+}
