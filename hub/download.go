@@ -88,7 +88,7 @@ func (j *fileJob) run(ctx context.Context) error {
 			lost := j.st.have()
 			j.st = newState(j.f, j.d.opts.ChunkSize)
 			j.mu.Unlock()
-			j.d.progress.Add(-lost)
+			addProgress(j.d.progress, j.f.Path, -lost)
 			if attempt < 2 {
 				slog.Warn("downloaded file failed verification; fetching it again", "file", j.f.Path, "err", err)
 				continue

@@ -356,7 +356,7 @@ func (w *chunkWriter) write(b []byte) error {
 	w.wrote += n
 	j.d.fetched.Add(n)
 	j.fetchedHere.Add(n)
-	j.d.progress.Add(n)
+	addProgress(j.d.progress, j.f.Path, n)
 	j.poke()
 	return nil
 }

@@ -170,7 +170,7 @@ func (j *fileJob) reset(noRange bool) error {
 	j.hmu.Lock()
 	j.h, j.hashed, j.hepoch = newHasher(j.f), 0, j.epoch
 	j.hmu.Unlock()
-	j.d.progress.Add(-lost)
+	addProgress(j.d.progress, j.f.Path, -lost)
 	if j.fh != nil {
 		if err := j.fh.Truncate(0); err != nil {
 			return fmt.Errorf("resetting partial file for %s: %w", j.f.Path, err)
