@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/chatglm/chatglm/chat"
@@ -21,6 +22,10 @@ type genSpec struct {
 	sampling  chat.Sampling
 	stops     []string // stop sequences in the reply text
 	out       output
+	// release gives back the request's place among the running and
+	// queued ones (see admit) once generation ends, before the reply's
+	// last events are written; it may be called more than once.
+	release func()
 }
 
 // output turns generated tokens into the text the client receives.
@@ -184,6 +189,9 @@ func (s *Server) admit(st *ready) (release func(), err error) {
 // *APIError or the context's error (the client went away).
 func (s *Server) generate(ctx context.Context, st *ready, spec *genSpec, onStart func() error, onText func(string) error) (genResult, error) {
 	res := genResult{prompt: len(spec.prompt)}
+	if spec.release != nil {
+		defer spec.release()
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	st.waiting.Add(1)
@@ -376,9 +384,12 @@ func (s *Server) prepare(w http.ResponseWriter, ri *reqInfo, model string, strea
 		release, err = s.admit(st)
 	}
 	if err == nil {
+		release = sync.OnceFunc(release)
 		spec, err = build(st)
 		if err != nil {
 			release()
+		} else {
+			spec.release = release
 		}
 	}
 	if err != nil {

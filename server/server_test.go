@@ -336,6 +336,9 @@ func TestChatToolCall(t *testing.T) {
 	body := `{"messages":[{"role":"user","content":"北京天气"}],"tools":` + weatherTools + `}`
 	var got chatCompletion
 	decodeBody(t, post(t, ts.URL+"/v1/chat/completions", body), &got)
+	if len(got.Choices) != 1 {
+		t.Fatalf("reply %+v", got)
+	}
 	c := got.Choices[0]
 	if *c.FinishReason != "tool_calls" || len(c.Message.ToolCalls) != 1 || c.Message.Content != nil {
 		t.Fatalf("reply %+v", c.Message)
