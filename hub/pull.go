@@ -203,7 +203,7 @@ func Pull(ctx context.Context, opts Options) (*Result, error) {
 	}
 	for _, p := range opts.Files {
 		if err := checkRepoPath(p); err != nil {
-			return nil, fmt.Errorf("--files: %w", err)
+			return nil, fmt.Errorf("requested file: %w", err)
 		}
 	}
 	store := NewStore(opts.Dir)
