@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"regexp"
@@ -63,30 +62,12 @@ func TestLiveAndReady(t *testing.T) {
 	}
 }
 
-// serveWithDrain runs Serve with a drain period on a loopback port.
-func serveWithDrain(t *testing.T, fake *fakeBackend, drain time.Duration) (*Server, string, context.CancelFunc, chan error) {
-	t.Helper()
-	s := New(Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Sampling: chat.DefaultSampling(), Drain: drain})
-	if fake != nil {
-		s.SetBackend(fake)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, ln, time.Minute) }()
-	t.Cleanup(stop)
-	return s, "http://" + ln.Addr().String(), stop, done
-}
-
 // TestDrainServesWhileNotReady: after the stop signal the server answers
 // 503 on /health/ready but still serves new requests (on new connections
 // too) for the drain period, then closes its listener and finishes.
 func TestDrainServesWhileNotReady(t *testing.T) {
 	fake := newFake(1, 512)
-	s, url, stop, done := serveWithDrain(t, fake, 2*time.Second)
+	s, url, stop, done := startServeOpts(t, fake, time.Minute, Options{Drain: 2 * time.Second})
 	if got := status(t, url+PathReady); got != 200 {
 		t.Fatalf("ready before the signal: %d", got)
 	}
@@ -124,7 +105,7 @@ func TestDrainServesWhileNotReady(t *testing.T) {
 // TestDrainSkippedWhileLoading: a replica that never became ready has no
 // traffic to drain and stops at once, whatever the drain period.
 func TestDrainSkippedWhileLoading(t *testing.T) {
-	_, _, stop, done := serveWithDrain(t, nil, time.Hour)
+	_, _, stop, done := startServeOpts(t, nil, time.Minute, Options{Drain: time.Hour})
 	stop()
 	select {
 	case err := <-done:

@@ -17,8 +17,20 @@ import (
 // function that triggers the shutdown and the channel of Serve's result.
 func startServe(t *testing.T, fake *fakeBackend, grace time.Duration) (string, context.CancelFunc, chan error) {
 	t.Helper()
-	s := New(Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Sampling: chat.DefaultSampling()})
-	s.SetBackend(fake)
+	_, url, stop, done := startServeOpts(t, fake, grace, Options{})
+	return url, stop, done
+}
+
+// startServeOpts is startServe with options (their logger and sampling
+// replaced by the tests' own) and the server returned; a nil fake loads no
+// model.
+func startServeOpts(t *testing.T, fake *fakeBackend, grace time.Duration, opts Options) (*Server, string, context.CancelFunc, chan error) {
+	t.Helper()
+	opts.Logger, opts.Sampling = slog.New(slog.NewTextHandler(io.Discard, nil)), chat.DefaultSampling()
+	s := New(opts)
+	if fake != nil {
+		s.SetBackend(fake)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -27,7 +39,7 @@ func startServe(t *testing.T, fake *fakeBackend, grace time.Duration) (string, c
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, ln, grace) }()
 	t.Cleanup(stop)
-	return "http://" + ln.Addr().String(), stop, done
+	return s, "http://" + ln.Addr().String(), stop, done
 }
 
 func TestGracefulShutdownFinishesInFlight(t *testing.T) {

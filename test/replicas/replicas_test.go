@@ -291,6 +291,18 @@ func (c *cluster) serverStatus() (map[string]string, error) {
 	return out, nil
 }
 
+// waitDown waits until HAProxy marks the replica down, at most until
+// since+limit, and returns how long after since that was (0: not in time).
+func (c *cluster) waitDown(name string, since time.Time, limit time.Duration) time.Duration {
+	for time.Since(since) < limit {
+		if st, err := c.serverStatus(); err == nil && strings.HasPrefix(st[name], "DOWN") {
+			return time.Since(since)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return 0
+}
+
 // serverStats returns HAProxy's CSV statistics of each replica, by column
 // name (status, wretr: retried connections, wredis: redispatches, ...).
 func (c *cluster) serverStats() (map[string]map[string]string, error) {
@@ -581,13 +593,7 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 	}
 	// The balancer sees the drain on /health/ready before the listener
 	// closes.
-	var down time.Duration
-	for deadline := time.Now().Add(drain); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if st, err := c.serverStatus(); err == nil && strings.HasPrefix(st[victim.name], "DOWN") {
-			down = time.Since(sigterm)
-			break
-		}
-	}
+	down := c.waitDown(victim.name, sigterm, drain)
 	if down == 0 {
 		t.Errorf("HAProxy did not mark %s down within the %v drain period", victim.name, drain)
 	}
@@ -645,13 +651,7 @@ func TestKilledReplicaRoutedAround(t *testing.T) {
 	}
 	killed := time.Now()
 	victim.wait(time.Minute)
-	var down time.Duration
-	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if st, err := c.serverStatus(); err == nil && strings.HasPrefix(st[victim.name], "DOWN") {
-			down = time.Since(killed)
-			break
-		}
-	}
+	down := c.waitDown(victim.name, killed, time.Minute)
 	if down == 0 {
 		t.Fatalf("HAProxy did not mark the killed %s down in a minute", victim.name)
 	}
