@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -196,6 +197,17 @@ func TestBadIDsAreErrorsNotAborts(t *testing.T) {
 			t.Errorf("Sample(%d) accepted", row)
 		}
 		s.Close()
+	}
+	nan := float32(math.NaN())
+	for _, p := range []binding.SamplerParams{
+		{Temperature: 1, TopP: nan}, {Temperature: 1, MinP: nan}, {Temperature: nan},
+		{RepeatPenalty: float32(math.Inf(1))}, {PresencePenalty: nan}, {FrequencyPenalty: nan},
+		{RepeatPenalty: 1.1, PenaltyLastN: math.MaxInt32}, {RepeatPenalty: 1.1, PenaltyLastN: -5},
+	} {
+		if s, err := binding.NewSampler(p); err == nil {
+			s.Close()
+			t.Errorf("sampler %+v accepted", p)
+		}
 	}
 	if err := c.SetThreads(0, 4); err == nil {
 		t.Error("zero threads accepted")

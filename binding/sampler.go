@@ -22,9 +22,12 @@ type SamplerParams struct {
 	RepeatPenalty    float32 // divide logits of recent tokens (1 or 0 = off)
 	FrequencyPenalty float32 // subtract per occurrence (0 = off)
 	PresencePenalty  float32 // subtract once if present (0 = off)
-	PenaltyLastN     int     // how many recent tokens the penalties see (0 = 64, -1 = context)
+	PenaltyLastN     int     // how many recent tokens the penalties see (0 = 64, -1 = none: llama.cpp clamps it to 0)
 	Seed             uint32  // random seed; RandomSeed picks one
 }
+
+// MaxPenaltyLastN bounds SamplerParams.PenaltyLastN.
+const MaxPenaltyLastN = 1 << 20
 
 // RandomSeed asks for a fresh random seed.
 const RandomSeed = math.MaxUint32
@@ -39,11 +42,18 @@ type Sampler struct {
 // temperature and a seeded random pick (or greedy).
 func NewSampler(p SamplerParams) (*Sampler, error) {
 	Init()
+	for name, v := range map[string]float32{"temperature": p.Temperature, "top_p": p.TopP, "min_p": p.MinP,
+		"repeat penalty": p.RepeatPenalty, "frequency penalty": p.FrequencyPenalty, "presence penalty": p.PresencePenalty} {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return nil, fmt.Errorf("sampler: %s is %v", name, v)
+		}
+	}
 	if p.TopP < 0 || p.TopP > 1 || p.MinP < 0 || p.MinP > 1 || p.TopK < 0 || p.RepeatPenalty < 0 {
 		return nil, fmt.Errorf("sampler: parameters out of range: %+v", p)
 	}
-	if math.IsNaN(float64(p.Temperature)) {
-		return nil, fmt.Errorf("sampler: temperature is NaN")
+	if p.PenaltyLastN < -1 || p.PenaltyLastN > MaxPenaltyLastN {
+		// llama.cpp allocates a ring of this many tokens up front.
+		return nil, fmt.Errorf("sampler: penalty window of %d tokens, want -1 to %d", p.PenaltyLastN, MaxPenaltyLastN)
 	}
 	cp := C.llama_sampler_chain_default_params()
 	chain := C.llama_sampler_chain_init(cp)
