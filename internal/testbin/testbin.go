@@ -3,7 +3,9 @@
 // flags of the environment, which `make test` exports), written to
 // <user cache dir>/chatglm-testbin/chatglm by a rename, so test processes
 // running at once each get a whole file and nothing piles up in /tmp; or
-// the prebuilt binary named by $CHATGLM_BIN.
+// the prebuilt binary named by $CHATGLM_BIN. Test processes build one after
+// the other (a file lock), so the first compiles llama.cpp and the others
+// find it in Go's build cache.
 package testbin
 
 import (
@@ -13,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -39,6 +42,16 @@ func Path(t testing.TB) string {
 		dir := filepath.Join(cache, "chatglm-testbin")
 		if e := os.MkdirAll(dir, 0o755); e != nil {
 			err = fmt.Errorf("testbin: %w", e)
+			return
+		}
+		lock, e := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
+		if e != nil {
+			err = fmt.Errorf("testbin: %w", e)
+			return
+		}
+		defer lock.Close()
+		if e := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); e != nil {
+			err = fmt.Errorf("testbin: lock: %w", e)
 			return
 		}
 		path = filepath.Join(dir, "chatglm")
