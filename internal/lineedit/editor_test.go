@@ -254,12 +254,13 @@ func TestHistoryFile(t *testing.T) {
 	if b, _ := os.ReadFile(path); strings.Count(string(b), "\n") != 3 {
 		t.Fatalf("file not cut to 3 entries:\n%s", b)
 	}
-	// A damaged line is skipped, not an error.
-	if err := os.WriteFile(path, []byte("ok\nbad\\q\n\\\n"), 0o600); err != nil {
+	// Damaged and overlong lines are skipped, not an error, and the lines
+	// after them are read.
+	if err := os.WriteFile(path, []byte("ok\nbad\\q\n\\\n"+strings.Repeat("y", 3*MaxEntryBytes)+"\nafter\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	h3, err := OpenHistory(HistoryOptions{Path: path})
-	if err != nil || strings.Join(h3.Entries(), "|") != "ok" {
+	if err != nil || strings.Join(h3.Entries(), "|") != "ok|after" {
 		t.Fatalf("%v %q", err, h3.Entries())
 	}
 }
@@ -285,6 +286,25 @@ func FuzzEditor(f *testing.F) {
 			if err == io.EOF {
 				break
 			}
+		}
+	})
+}
+
+// FuzzHistoryFile: any file content opens (no panic, no error) and
+// yields entries that round-trip.
+func FuzzHistoryFile(f *testing.F) {
+	f.Add([]byte("a\nb\\nc\n\\\n\xff\xfe\n"), uint8(2))
+	f.Fuzz(func(t *testing.T, b []byte, max uint8) {
+		path := filepath.Join(t.TempDir(), "history")
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		h, err := OpenHistory(HistoryOptions{Path: path, Max: int(max%8) + 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(h.Entries()); n > int(max%8)+1 {
+			t.Fatalf("%d entries, max %d", n, max%8+1)
 		}
 	})
 }

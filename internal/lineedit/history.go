@@ -1,7 +1,6 @@
 package lineedit
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -91,20 +90,22 @@ func readHistory(path string) ([]string, error) {
 		}
 		partial = true
 	}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 2*MaxEntryBytes+16)
+	b, err := io.ReadAll(io.LimitReader(f, maxFileBytes))
+	if err != nil {
+		return nil, err
+	}
+	lines := strings.Split(string(b), "\n")
+	if partial {
+		lines = lines[1:] // the tail of a line cut by the seek
+	}
 	var out []string
-	for sc.Scan() {
-		if partial {
-			partial = false // the first line read is the tail of a cut one
-			continue
+	for _, l := range lines {
+		if len(l) > 2*MaxEntryBytes {
+			continue // not written by Add
 		}
-		if e, ok := decodeEntry(sc.Text()); ok && e != "" {
+		if e, ok := decodeEntry(l); ok && e != "" {
 			out = append(out, e)
 		}
-	}
-	if err := sc.Err(); err != nil && err != bufio.ErrTooLong {
-		return nil, err
 	}
 	return out, nil
 }
