@@ -1,12 +1,10 @@
 package server
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/chatglm/chatglm/chat"
 )
@@ -18,31 +16,35 @@ func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, ri, err)
 		return
 	}
-	st, spec, release, ok := s.prepare(w, ri, req.Model, req.Stream, func(st *ready) (*genSpec, error) { return s.completionSpec(st, &req) })
-	if !ok {
-		return
-	}
-	defer release()
-	ctx, cancel := s.requestContext(r)
-	defer cancel()
-	id := newID("cmpl-")
-	created := time.Now().Unix()
-	model := s.opts.ModelID
-	if req.Stream {
-		s.streamCompletion(ctx, w, ri, st, spec, id, created, model, req.StreamOptions != nil && req.StreamOptions.IncludeUsage)
-		return
-	}
-	res, err := s.generate(ctx, st, spec, func() error { return nil }, func(string) error { return nil })
-	s.account(ri, res)
-	if err != nil {
-		s.fail(w, ri, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, textCompletion{
-		ID: id, Object: "text_completion", Created: created, Model: model,
-		Choices: []textChoice{{Index: 0, Text: res.text, FinishReason: &res.finish}},
-		Usage:   res.usage(),
-	})
+	s.serveGeneration(w, r, ri, req.Model, req.Stream, req.StreamOptions.includeUsage(),
+		func(st *ready) (*genSpec, error) { return s.completionSpec(st, &req) }, completionEndpoint)
+}
+
+// completionEndpoint writes text completions: text_completion objects, the
+// streamed ones one piece of text each.
+var completionEndpoint = endpoint{
+	idPrefix: "cmpl-",
+	reply: func(m replyMeta, res genResult) (any, error) {
+		return textCompletion{
+			ID: m.id, Object: "text_completion", Created: m.created, Model: m.model,
+			Choices: []textChoice{{Index: 0, Text: res.text, FinishReason: &res.finish}},
+			Usage:   res.usage(),
+		}, nil
+	},
+	stream: func(m replyMeta) streamFormat {
+		chunk := func(text string, finish *string) textCompletion {
+			return textCompletion{ID: m.id, Object: "text_completion", Created: m.created, Model: m.model,
+				Choices: []textChoice{{Index: 0, Text: text, FinishReason: finish}}}
+		}
+		return streamFormat{
+			text:   func(text string) any { return chunk(text, nil) },
+			finish: func(res genResult) ([]any, error) { return []any{chunk("", &res.finish)}, nil },
+			usage: func(res genResult) any {
+				return textCompletion{ID: m.id, Object: "text_completion", Created: m.created, Model: m.model,
+					Choices: []textChoice{}, Usage: res.usage()}
+			},
+		}
+	},
 }
 
 // completionSpec validates a raw completion request. The prompt is
@@ -124,38 +126,4 @@ func completionPrompt(b Backend, raw json.RawMessage) ([]int32, error) {
 		return nil, fmt.Errorf("tokenize the prompt: %w", err)
 	}
 	return append(chat.PromptPrefix(), ids...), nil
-}
-
-func (s *Server) streamCompletion(ctx context.Context, w http.ResponseWriter, ri *reqInfo, st *ready, spec *genSpec, id string, created int64, model string, includeUsage bool) {
-	sse := newSSE(w)
-	chunk := func(text string, finish *string) textCompletion {
-		return textCompletion{ID: id, Object: "text_completion", Created: created, Model: model,
-			Choices: []textChoice{{Index: 0, Text: text, FinishReason: finish}}}
-	}
-	res, err := s.generate(ctx, st, spec,
-		func() error { sse.start(); return nil },
-		func(text string) error { return sse.send(chunk(text, nil)) })
-	s.account(ri, res)
-	if err != nil {
-		ri.errMsg = errorString(err)
-		if !sse.started {
-			s.fail(w, ri, err)
-			return
-		}
-		if err != context.Canceled {
-			sse.send(errorBody{Error: asAPIError(err)})
-		}
-		return
-	}
-	if sse.send(chunk("", &res.finish)) != nil {
-		return
-	}
-	if includeUsage {
-		c := textCompletion{ID: id, Object: "text_completion", Created: created, Model: model,
-			Choices: []textChoice{}, Usage: res.usage()}
-		if sse.send(c) != nil {
-			return
-		}
-	}
-	sse.done()
 }

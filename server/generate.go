@@ -399,3 +399,66 @@ func (s *Server) prepare(w http.ResponseWriter, ri *reqInfo, model string, strea
 	ri.promptTokens = len(spec.prompt)
 	return st, spec, release, true
 }
+
+func (r genResult) usage() *usage {
+	return &usage{PromptTokens: r.prompt, CompletionTokens: r.tokens, TotalTokens: r.prompt + r.tokens,
+		PromptTokensDetails: &promptTokenDetails{CachedTokens: r.cached}}
+}
+
+// account notes a finished generation in the request's log line.
+func (s *Server) account(ri *reqInfo, res genResult) {
+	ri.cachedTokens, ri.completionTokens, ri.finish = res.cached, res.tokens, res.finish
+}
+
+// fail sends err, unless the client is gone, and notes it for the log.
+func (s *Server) fail(w http.ResponseWriter, ri *reqInfo, err error) {
+	ri.errMsg = errorString(err)
+	if err == context.Canceled {
+		return
+	}
+	writeError(w, err)
+}
+
+// endpoint is how one generation route answers: the prefix of its reply
+// ids, its whole reply, and its reply as a stream of events.
+type endpoint struct {
+	idPrefix string
+	reply    func(replyMeta, genResult) (any, error)
+	stream   func(replyMeta) streamFormat
+}
+
+// replyMeta is what every object of one reply carries.
+type replyMeta struct {
+	id      string
+	created int64
+	model   string
+}
+
+// serveGeneration answers a decoded generation request: prepare (model,
+// admission, the spec from build), then the reply generated within the
+// request's timeout, whole or streamed as ep writes it.
+func (s *Server) serveGeneration(w http.ResponseWriter, r *http.Request, ri *reqInfo, model string, stream, includeUsage bool, build func(*ready) (*genSpec, error), ep endpoint) {
+	st, spec, release, ok := s.prepare(w, ri, model, stream, build)
+	if !ok {
+		return
+	}
+	defer release()
+	ctx, cancel := s.requestContext(r)
+	defer cancel()
+	m := replyMeta{id: newID(ep.idPrefix), created: time.Now().Unix(), model: s.opts.ModelID}
+	if stream {
+		s.streamReply(ctx, w, ri, st, spec, ep.stream(m), includeUsage)
+		return
+	}
+	res, err := s.generate(ctx, st, spec, func() error { return nil }, func(string) error { return nil })
+	s.account(ri, res)
+	var reply any
+	if err == nil {
+		reply, err = ep.reply(m, res)
+	}
+	if err != nil {
+		s.fail(w, ri, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, reply)
+}

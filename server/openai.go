@@ -63,6 +63,9 @@ type streamOptions struct {
 	IncludeUsage bool `json:"include_usage"`
 }
 
+// includeUsage reports whether a stream ends with a usage chunk.
+func (o *streamOptions) includeUsage() bool { return o != nil && o.IncludeUsage }
+
 type responseFormat struct {
 	Type string `json:"type"`
 }
