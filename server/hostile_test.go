@@ -428,3 +428,26 @@ func TestServeWaitsForHandlers(t *testing.T) {
 		t.Errorf("released %d", fake.released.Load())
 	}
 }
+
+func TestCheckDepth(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"a": 1}`: "",
+		`{"s": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\""}`: "",
+		`{"k\"[": [` + strings.Repeat("[", 62) + strings.Repeat("]", 62) + `]}`:                    "",
+		`{"k\"[": [` + strings.Repeat("[", 63) + strings.Repeat("]", 63) + `]}`:                    `k"[.[0].[0].[0].[0].[0].[0].[0].[0].[0].[0].[0]...`,
+		`{"a": 1, "b": [0, 1, {"c": ` + strings.Repeat("[", 70):                                   `b.[2].c.[0].[0].[0].[0].[0].[0].[0].[0].[0]...`,
+		strings.Repeat("[", 65):                                                                    `[0].[0].[0].[0].[0].[0].[0].[0].[0].[0].[0].[0]...`,
+	} {
+		err := checkDepth([]byte(body), maxBodyDepth)
+		if want == "" {
+			if err != nil {
+				t.Errorf("%.40s: %v", body, err)
+			}
+			continue
+		}
+		ae, ok := err.(*APIError)
+		if !ok || ae.Param == nil || *ae.Param != want || ae.Status != http.StatusBadRequest {
+			t.Errorf("%.40s: %v, want param %s", body, err, want)
+		}
+	}
+}

@@ -60,9 +60,10 @@ func checkDepth(data []byte, max int) error {
 		case '{', '[':
 			if len(stack) >= max {
 				var path []string
+				more := ""
 				for _, f := range stack {
 					if len(path) == 12 {
-						path = append(path, "...")
+						more = "..."
 						break
 					}
 					if f.obj {
@@ -75,7 +76,7 @@ func checkDepth(data []byte, max int) error {
 						path = append(path, "["+strconv.Itoa(f.index)+"]")
 					}
 				}
-				param := strings.Join(path, ".")
+				param := strings.Join(path, ".") + more
 				return newAPIError(http.StatusBadRequest, typeInvalidRequest, "too_deep", param,
 					"'%s' nests values more than %d levels deep (counting the request body as 1)", param, max)
 			}
