@@ -9,7 +9,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/chatglm/chatglm/chat"
 	"github.com/chatglm/chatglm/convert"
+	"github.com/chatglm/chatglm/internal/testdata"
 )
 
 // toolCallBody is a chat request whose history holds one assistant tool
@@ -143,13 +143,9 @@ func TestOversizedPromptNotTokenized(t *testing.T) {
 // TestMaxPieceBytes checks maxPieceBytes against the real tokenizer: no
 // piece stands for more text.
 func TestMaxPieceBytes(t *testing.T) {
-	dir := os.Getenv("CHATGLM_TESTDATA")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "shared", "testdata")
-	}
-	pieces, err := convert.LoadSentencePiece(filepath.Join(dir, "chatglm3-6b", "tokenizer.model"))
+	pieces, err := convert.LoadSentencePiece(filepath.Join(testdata.ChatGLM3(t), "tokenizer.model"))
 	if err != nil {
-		t.Fatalf("the real tokenizer is needed (make testdata): %v", err)
+		t.Fatal(err)
 	}
 	longest := ""
 	for _, p := range pieces {
