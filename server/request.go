@@ -69,7 +69,8 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error
 	}
 	rc := http.NewResponseController(w)
 	if s.opts.ReadTimeout > 0 {
-		d := s.opts.ReadTimeout + time.Duration(max(r.ContentLength, 0)/minBodyRate)*time.Second
+		// At most a day more, whatever --max-body allows (no overflow).
+		d := s.opts.ReadTimeout + time.Duration(min(max(r.ContentLength, 0)/minBodyRate, 86400))*time.Second
 		rc.SetReadDeadline(time.Now().Add(d))
 	}
 	remove := s.addReader(rc)
