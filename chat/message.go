@@ -15,7 +15,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
+
+	"github.com/chatglm/chatglm/internal/atomicfile"
 )
 
 // Role is the role of one chat message.
@@ -169,26 +170,14 @@ func LoadMessagesFile(path string) ([]Message, error) {
 	return msgs, nil
 }
 
-// SaveMessagesFile writes messages to path atomically (a temporary file in
-// the same folder, then a rename).
+// SaveMessagesFile writes messages to path atomically and durably (see
+// atomicfile): a crash leaves the old file or the new one.
 func SaveMessagesFile(path string, msgs []Message) error {
 	var buf bytes.Buffer
 	if err := WriteMessages(&buf, msgs); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("save conversation: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(buf.Bytes()); err != nil {
-		tmp.Close()
-		return fmt.Errorf("save conversation: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("save conversation: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := atomicfile.WriteFile(path, buf.Bytes(), 0o600); err != nil {
 		return fmt.Errorf("save conversation: %w", err)
 	}
 	return nil

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/chatglm/chatglm/gguf"
+	"github.com/chatglm/chatglm/internal/atomicfile"
 )
 
 // Options configures Convert.
@@ -140,58 +141,37 @@ func Convert(ctx context.Context, opts Options) (*Result, error) {
 	return &Result{Output: opts.Output, Type: want, Format: ck.Format, Tensors: len(maps), Params: params, Bytes: size, Duration: time.Since(start)}, nil
 }
 
-// writeAtomically writes through fill into a temporary file beside path,
-// syncs it and renames it over path.
+// writeAtomically writes through fill into a temporary file beside path
+// and moves it there when complete (see atomicfile); without force it never
+// replaces a file that appeared meanwhile. It returns the bytes written.
 func writeAtomically(ctx context.Context, path string, force bool, fill func(io.Writer) error) (int64, error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
+	var size int64
+	write := atomicfile.Create
+	if force {
+		write = atomicfile.Write
 	}
-	tmp, err := os.CreateTemp(dir, base+".tmp-*")
+	err := write(path, 0o644, func(f *os.File) error {
+		bw := bufio.NewWriterSize(f, 1<<20)
+		if err := fill(bw); err != nil {
+			return err
+		}
+		if err := bw.Flush(); err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		st, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		size = st.Size()
+		return nil
+	})
 	if err != nil {
 		return 0, fmt.Errorf("convert: %w", err)
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	bw := bufio.NewWriterSize(tmp, 1<<20)
-	if err := fill(bw); err != nil {
-		return 0, err
-	}
-	if err := bw.Flush(); err != nil {
-		return 0, fmt.Errorf("convert: write %s: %w", tmp.Name(), err)
-	}
-	if err := ctx.Err(); err != nil {
-		return 0, fmt.Errorf("convert: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return 0, fmt.Errorf("convert: sync %s: %w", tmp.Name(), err)
-	}
-	st, err := tmp.Stat()
-	if err != nil {
-		return 0, fmt.Errorf("convert: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return 0, fmt.Errorf("convert: close %s: %w", tmp.Name(), err)
-	}
-	if !force {
-		if _, err := os.Stat(path); err == nil {
-			return 0, fmt.Errorf("convert: %s appeared while converting: %w", path, fs.ErrExist)
-		}
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return 0, fmt.Errorf("convert: %w", err)
-	}
-	ok = true
-	if d, err := os.Open(dir); err == nil {
-		d.Sync() // make the rename durable; failure here is not fatal
-		d.Close()
-	}
-	return st.Size(), nil
+	return size, nil
 }
 
 // chunk is one piece of one tensor's data moving through the pipeline.

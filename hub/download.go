@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/chatglm/chatglm/internal/atomicfile"
 )
 
 // This file runs one file's download (fileJob.run). Its parts live apart:
@@ -107,21 +109,15 @@ func (j *fileJob) run(ctx context.Context) error {
 // is synced before the rename and the folder after it, so a final name
 // never points at bytes that did not reach the disk.
 func (j *fileJob) install() error {
-	err := j.fh.Sync()
-	if cerr := j.fh.Close(); err == nil {
-		err = cerr
-	}
+	err := j.fh.Close()
 	j.fh = nil
 	if err != nil {
-		return fmt.Errorf("installing %s: syncing %s: %w", j.f.Path, j.part, err)
+		return fmt.Errorf("installing %s: closing %s: %w", j.f.Path, j.part, err)
 	}
 	if err := os.MkdirAll(filepath.Dir(j.dest), 0o755); err != nil {
 		return fmt.Errorf("installing %s: %w", j.f.Path, err)
 	}
-	if err := os.Rename(j.part, j.dest); err != nil {
-		return fmt.Errorf("installing %s: %w", j.f.Path, err)
-	}
-	if err := syncDir(filepath.Dir(j.dest)); err != nil {
+	if err := atomicfile.Install(j.part, j.dest, true); err != nil {
 		return fmt.Errorf("installing %s: %w", j.f.Path, err)
 	}
 	_ = os.Remove(j.state)

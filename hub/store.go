@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/chatglm/chatglm/internal/atomicfile"
 )
 
 // DefaultDir is the default store: os.UserCacheDir()/chatglm/models
@@ -406,9 +408,8 @@ func freeSpace(dir string) (int64, error) {
 	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
-// writeFileAtomic writes b to path durably: a temp file next to it,
-// synced, renamed over path, then the folder synced. A crash leaves the old
-// content or the new one, never a part.
+// writeFileAtomic writes b to path durably (see atomicfile), making its
+// folder first.
 func writeFileAtomic(path string, b []byte) error {
 	return writeAtomic(path, func(f *os.File) error {
 		_, err := f.Write(b)
@@ -421,44 +422,7 @@ func writeAtomic(path string, fill func(*os.File) error) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	err = fill(f)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
-}
-
-// syncDir makes the entries of a folder (a rename into it) durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("syncing folder %s: %w", dir, err)
-	}
-	return nil
+	return atomicfile.Write(path, 0o644, fill)
 }
 
 // linkOrCopy makes dst a hard link of src, or a copy where links are not
@@ -474,7 +438,7 @@ func linkOrCopy(src, dst string) error {
 			os.Remove(tmp)
 			return err
 		}
-		return syncDir(filepath.Dir(dst))
+		return atomicfile.SyncDir(filepath.Dir(dst))
 	}
 	in, err := os.Open(src)
 	if err != nil {

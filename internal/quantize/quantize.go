@@ -24,6 +24,7 @@ import (
 
 	"github.com/chatglm/chatglm/binding"
 	"github.com/chatglm/chatglm/gguf"
+	"github.com/chatglm/chatglm/internal/atomicfile"
 )
 
 // Options control File.
@@ -85,8 +86,7 @@ func File(ctx context.Context, in, out, typ string, o Options) (err error) {
 		return fmt.Errorf("quantize: %w", err)
 	}
 
-	dir, base := filepath.Split(absOut)
-	tmpf, err := os.CreateTemp(dir, base+".tmp-*")
+	tmpf, err := atomicfile.TempFile(absOut)
 	if err != nil {
 		return fmt.Errorf("quantize: %w", err)
 	}
@@ -139,16 +139,12 @@ wait:
 		}
 	}
 
-	if err := syncFile(tmp); err != nil {
-		return fmt.Errorf("quantize: %w", err)
-	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("quantize %s: %w", in, err)
 	}
-	if err := place(tmp, absOut, o.Force); err != nil {
+	if err := atomicfile.Install(tmp, absOut, o.Force); err != nil {
 		return fmt.Errorf("quantize: %w", err)
 	}
-	syncDir(dir)
 	if o.Progress != nil {
 		if fi, err := os.Stat(absOut); err == nil {
 			o.Progress(fi.Size(), fi.Size())
@@ -172,46 +168,6 @@ func checkTarget(out string, force bool) error {
 		return fmt.Errorf("%s: %w", out, fs.ErrExist)
 	}
 	return nil
-}
-
-// place moves tmp to out. Without force it never replaces a file that
-// appeared meanwhile: a hard link fails if out exists.
-func place(tmp, out string, force bool) error {
-	if force {
-		return os.Rename(tmp, out)
-	}
-	if err := os.Link(tmp, out); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%s: %w", out, fs.ErrExist)
-		}
-		// File systems without hard links: check, then rename.
-		if err := checkTarget(out, false); err != nil {
-			return err
-		}
-		return os.Rename(tmp, out)
-	}
-	return os.Remove(tmp)
-}
-
-func syncFile(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-// syncDir makes a rename durable; errors are ignored (some file systems
-// cannot fsync a directory).
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
 }
 
 // bitsPerWeight is the storage cost of each ggml type used by the
