@@ -22,7 +22,7 @@ const (
 	keySource      = "hub.source"
 	keyOffline     = "hub.offline"
 	keyConnections = "hub.connections"
-	keyMinRate     = "hub.min-rate"
+	keyMinRate     = "hub.min_rate"
 	keyRevision    = "pull.revision"
 	keyAll         = "pull.all"
 	keyInclude     = "pull.include"
