@@ -64,6 +64,9 @@ func New() *Store {
 // its own flag, and the flag of the command that runs is the one that counts.
 func (s *Store) Declare(fs *pflag.FlagSet, keys ...Key) {
 	for _, k := range keys {
+		if !validKeyName(k.Name) {
+			panic(fmt.Sprintf("config: key %q: spell keys in lower case with dots and underscores", k.Name))
+		}
 		s.keys[k.Name] = k
 		s.v.SetDefault(k.Name, k.Default)
 		if k.Flag == "" || fs == nil {
@@ -88,6 +91,21 @@ func (s *Store) Declare(fs *pflag.FlagSet, keys ...Key) {
 		}
 		_ = fs.SetAnnotation(k.Flag, annotation, []string{k.Name})
 	}
+}
+
+// validKeyName accepts dotted lower-case keys with underscores
+// ("server.read_timeout"): one spelling, so that the file, the environment
+// and the README agree.
+func validKeyName(name string) bool {
+	if name == "" || strings.HasPrefix(name, ".") || strings.HasSuffix(name, ".") || strings.Contains(name, "..") {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // DefaultPath is the config file read when --config is not given:

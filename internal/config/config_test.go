@@ -138,3 +138,22 @@ func TestEnvName(t *testing.T) {
 		t.Errorf("EnvName = %q", got)
 	}
 }
+
+func TestKeySpelling(t *testing.T) {
+	for _, name := range []string{"server.read_timeout", "threads", "gpu.layers"} {
+		if !validKeyName(name) {
+			t.Errorf("%q refused", name)
+		}
+	}
+	for _, name := range []string{"hub.min-rate", "Server.web", "", ".a", "a.", "a..b", "a b"} {
+		if validKeyName(name) {
+			t.Errorf("%q accepted", name)
+		}
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("Declare accepted a key with a dash")
+		}
+	}()
+	New().Declare(nil, Key{Name: "hub.min-rate", Default: 1})
+}
