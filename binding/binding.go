@@ -13,6 +13,7 @@
 package binding
 
 /*
+#cgo CPPFLAGS: -I${SRCDIR}/../third_party/llamacpp/include
 #cgo CXXFLAGS: -std=c++17
 #cgo LDFLAGS: -Wl,--wrap=ggml_aligned_malloc
 #include <stdlib.h>
