@@ -5,7 +5,8 @@
 # tiny_model LOADGEN OUT HIDDEN LAYERS: writes a random ChatGLM3 GGUF with
 # the real tokenizer to OUT (loadgen -make-model) and prints its description.
 tiny_model() {
-	"$1" -make-model "$2" -hidden "$3" -layers "$4"
+	# (set -e does not reach into the $(...) this is called from.)
+	"$1" -make-model "$2" -hidden "$3" -layers "$4" || return 1
 	echo "random ChatGLM3 (hidden $3, $4 layers, real 65024-token vocabulary, f16; $(du -h "$2" | cut -f1))"
 }
 
