@@ -10,7 +10,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/chatglm/chatglm/convert"
+	"github.com/chatglm/chatglm/spm"
 	"github.com/chatglm/chatglm/internal/testdata"
 )
 
@@ -184,21 +184,17 @@ func TestInjectionTextIsPlain(t *testing.T) {
 }
 
 // realSPM is the Go SentencePiece encoder over the real tokenizer.model.
-func realSPM(t testing.TB) *SPM {
+func realSPM(t testing.TB) *spm.Encoder {
 	t.Helper()
-	pieces, err := convert.LoadSentencePiece(filepath.Join(testdata.ChatGLM3(t), "tokenizer.model"))
+	pieces, err := spm.Load(filepath.Join(testdata.ChatGLM3(t), "tokenizer.model"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	vocab := make([]VocabPiece, len(pieces))
-	for i, p := range pieces {
-		vocab[i] = VocabPiece{Text: p.Text, Score: p.Score, Type: p.Type}
-	}
-	s, err := NewSPM(vocab)
+	enc, err := spm.NewEncoder(pieces)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s
+	return enc
 }
 
 // TestSPMMatchesPythonSentencePiece: the Go encoder over the real
@@ -206,9 +202,9 @@ func realSPM(t testing.TB) *SPM {
 // and every golden prompt.
 func TestSPMMatchesPythonSentencePiece(t *testing.T) {
 	g := loadGolden(t)
-	spm := realSPM(t)
+	enc := realSPM(t)
 	for _, e := range g.Encodes {
-		got, err := spm.Tokenize(e.Text)
+		got, err := enc.Tokenize(e.Text)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -217,7 +213,7 @@ func TestSPMMatchesPythonSentencePiece(t *testing.T) {
 		}
 	}
 	for i, c := range g.Cases {
-		got, err := BuildPrompt(spm, g.messages(i))
+		got, err := BuildPrompt(enc, g.messages(i))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -225,7 +221,7 @@ func TestSPMMatchesPythonSentencePiece(t *testing.T) {
 			t.Errorf("%s: ids differ\n got %v\nwant %v", c.Name, got, c.IDs)
 		}
 	}
-	if ids, _ := spm.Tokenize(""); len(ids) != 0 {
+	if ids, _ := enc.Tokenize(""); len(ids) != 0 {
 		t.Errorf("empty text: %v", ids)
 	}
 }

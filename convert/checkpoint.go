@@ -91,13 +91,10 @@ func OpenCheckpoint(dir string) (*Checkpoint, error) {
 	return nil, fmt.Errorf("checkpoint %s: no weights (model.safetensors[.index.json] or pytorch_model.bin[.index.json])", dir)
 }
 
-// Size limits of the small files a checkpoint folder holds. ChatGLM3's are
-// a few KB (config.json, the index, tokenizer_config.json) and 1 MB
-// (tokenizer.model); the limits leave room for much larger vocabularies.
-const (
-	maxJSONFile      = 16 << 20
-	maxTokenizerFile = 64 << 20
-)
+// maxJSONFile bounds the JSON files a checkpoint folder holds (config.json,
+// the index, tokenizer_config.json): ChatGLM3's are a few KB. spm.Load
+// bounds tokenizer.model.
+const maxJSONFile = 16 << 20
 
 // readFileLimited reads a file of at most limit bytes.
 func readFileLimited(path string, limit int64) ([]byte, error) {

@@ -11,6 +11,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+
+	"github.com/chatglm/chatglm/spm"
 )
 
 // Config holds the config.json keys of a ChatGLM2/3 checkpoint.
@@ -107,8 +109,8 @@ func (c *Config) validate() error {
 		}
 	}
 	// The vocabulary is built in memory, a token per id (ChatGLM3: 65024).
-	if c.PaddedVocabSize > maxVocab {
-		return fmt.Errorf("padded_vocab_size = %d: at most %d", c.PaddedVocabSize, maxVocab)
+	if c.PaddedVocabSize > spm.MaxPieces {
+		return fmt.Errorf("padded_vocab_size = %d: at most %d", c.PaddedVocabSize, spm.MaxPieces)
 	}
 	if c.MultiQueryAttention && (c.MultiQueryGroupNum <= 0 || c.NumAttentionHeads%c.MultiQueryGroupNum != 0) {
 		return fmt.Errorf("multi_query_group_num = %d does not divide num_attention_heads = %d", c.MultiQueryGroupNum, c.NumAttentionHeads)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/chatglm/chatglm/gguf"
 	"github.com/chatglm/chatglm/internal/atomicfile"
+	"github.com/chatglm/chatglm/spm"
 )
 
 // Options configures Convert.
@@ -90,7 +91,7 @@ func Convert(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	pieces, err := LoadSentencePiece(filepath.Join(opts.Input, "tokenizer.model"))
+	pieces, err := spm.Load(filepath.Join(opts.Input, "tokenizer.model"))
 	if err != nil {
 		return nil, err
 	}

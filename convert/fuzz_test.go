@@ -3,11 +3,10 @@ package convert
 import (
 	"bytes"
 	"encoding/binary"
-	"math"
 	"strings"
 	"testing"
 
-	"google.golang.org/protobuf/encoding/protowire"
+	"github.com/chatglm/chatglm/spm"
 )
 
 // A hand-assembled torch.save pickle of {"w": HalfStorage tensor [2,3]}.
@@ -158,7 +157,7 @@ func FuzzParseConfig(f *testing.F) {
 			return
 		}
 		// What validate accepts must be usable without panics or overflow.
-		if c.KVHeads() <= 0 || c.QKVRows() <= 0 || c.RopeDims() < 0 || c.PaddedVocabSize > maxVocab {
+		if c.KVHeads() <= 0 || c.QKVRows() <= 0 || c.RopeDims() < 0 || c.PaddedVocabSize > spm.MaxPieces {
 			t.Fatalf("accepted config with kv heads %d, qkv rows %d, rope dims %d, vocab %d", c.KVHeads(), c.QKVRows(), c.RopeDims(), c.PaddedVocabSize)
 		}
 	})
@@ -173,66 +172,20 @@ func FuzzParseTokenizerConfig(f *testing.F) {
 	})
 }
 
-// spModel serializes a ModelProto with the given pieces (text, score, type).
-func spModel(pieces ...Piece) []byte {
-	var out []byte
-	for _, p := range pieces {
-		var m []byte
-		m = protowire.AppendTag(m, 1, protowire.BytesType)
-		m = protowire.AppendString(m, p.Text)
-		m = protowire.AppendTag(m, 2, protowire.Fixed32Type)
-		m = protowire.AppendFixed32(m, math.Float32bits(p.Score))
-		m = protowire.AppendTag(m, 3, protowire.VarintType)
-		m = protowire.AppendVarint(m, uint64(p.Type))
-		out = protowire.AppendTag(out, 1, protowire.BytesType)
-		out = protowire.AppendBytes(out, m)
-	}
-	// A trainer_spec-like field the reader skips.
-	out = protowire.AppendTag(out, 2, protowire.BytesType)
-	out = protowire.AppendBytes(out, []byte{0x08, 0x01})
-	return out
-}
-
-func TestParseSentencePieceLimits(t *testing.T) {
-	pieces, err := ParseSentencePiece(spModel(Piece{"<unk>", 0, PieceUnknown}, Piece{"▁你", -3.5, PieceNormal}))
-	if err != nil || len(pieces) != 2 || pieces[1].Text != "▁你" || pieces[1].Score != -3.5 {
-		t.Fatalf("%+v %v", pieces, err)
-	}
-	// Two bytes per empty piece became a 40-byte Piece: 64 MiB of them
-	// would have been 1.3 GB. The count is capped.
-	many := bytes.Repeat([]byte{0x0a, 0x00}, maxVocab+1)
-	if _, err := ParseSentencePiece(many); err == nil || !strings.Contains(err.Error(), "pieces") {
-		t.Fatalf("%d pieces: %v", maxVocab+1, err)
-	}
-	for name, b := range map[string][]byte{
-		"bad type":  spModel(Piece{"a", 0, 7}),
-		"truncated": spModel(Piece{"abc", 0, 1})[:5],
-		"empty":     nil,
-	} {
-		if _, err := ParseSentencePiece(b); err == nil {
-			t.Errorf("%s: accepted", name)
-		}
-	}
-}
-
-func FuzzParseSentencePiece(f *testing.F) {
-	f.Add(spModel(Piece{"<unk>", 0, PieceUnknown}, Piece{"<s>", 0, PieceControl}, Piece{"<0x0A>", 0, PieceByte}, Piece{"▁你", -3.5, PieceNormal}))
+// FuzzBuildVocab: building the vocabulary from any tokenizer.model that
+// spm accepts never panics and keeps every piece.
+func FuzzBuildVocab(f *testing.F) {
 	f.Add([]byte{0x0a, 0x00})
+	f.Add([]byte{0x0a, 0x0b, 0x0a, 0x05, 0x3c, 0x75, 0x6e, 0x6b, 0x3e, 0x15, 0, 0, 0, 0, 0x18, 0x02})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		pieces, err := ParseSentencePiece(data)
+		pieces, err := spm.Parse(data)
 		if err != nil {
 			return
 		}
-		if len(pieces) > maxVocab {
-			t.Fatalf("%d pieces accepted", len(pieces))
+		v, err := BuildVocab(pieces, len(pieces)+len(SpecialTokens))
+		if err != nil || len(v.Tokens) != len(pieces)+len(SpecialTokens) {
+			t.Fatalf("%d pieces: %d tokens, %v", len(pieces), len(v.Tokens), err)
 		}
-		for i, p := range pieces {
-			if p.Type < PieceNormal || p.Type > PieceByte {
-				t.Fatalf("piece %d has type %d", i, p.Type)
-			}
-		}
-		// Building the vocabulary from any accepted model must not panic.
-		BuildVocab(pieces, len(pieces)+len(SpecialTokens))
 	})
 }
 

@@ -11,21 +11,12 @@ import (
 
 	"github.com/chatglm/chatglm/gguf"
 	"github.com/chatglm/chatglm/internal/safetext"
+	"github.com/chatglm/chatglm/spm"
 )
 
 // ChatGLM3's nine special tokens, placed right after the SentencePiece
 // vocabulary in this order ([MASK] = 64789 ... <|observation|> = 64797).
 var SpecialTokens = []string{"[MASK]", "[gMASK]", "[sMASK]", "sop", "eop", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"}
-
-// GGUF token types (llama.cpp's llama_token_type).
-const (
-	TokenNormal      = 1
-	TokenUnknown     = 2
-	TokenControl     = 3
-	TokenUserDefined = 4
-	TokenUnused      = 5
-	TokenByte        = 6
-)
 
 // Vocab is the token table written to tokenizer.ggml.*.
 type Vocab struct {
@@ -38,7 +29,7 @@ type Vocab struct {
 // convert_hf_to_gguf.py's set_vocab_chatglm3 does: ids 0/1/2 renamed
 // <unk>/<bos>/<eos>, the nine ChatGLM3 specials as control tokens, and
 // [PAD{id}] unused fillers up to n.
-func BuildVocab(pieces []Piece, n int) (*Vocab, error) {
+func BuildVocab(pieces []spm.Piece, n int) (*Vocab, error) {
 	sp := len(pieces)
 	if n < sp+len(SpecialTokens) {
 		return nil, fmt.Errorf("padded_vocab_size %d is smaller than the %d SentencePiece pieces + %d specials", n, sp, len(SpecialTokens))
@@ -60,24 +51,20 @@ func BuildVocab(pieces []Piece, n int) (*Vocab, error) {
 			if text != "" {
 				v.Scores[id] = pieces[id].Score
 			}
-			switch pieces[id].Type {
-			case PieceUnknown:
-				v.Types[id] = TokenUnknown
-			case PieceControl:
-				v.Types[id] = TokenControl
-			case PieceUnused:
-				v.Types[id] = TokenUnused
-			case PieceByte:
-				v.Types[id] = TokenByte
+			// GGUF's token types are SentencePiece's piece types;
+			// user-defined pieces are written as normal ones.
+			switch t := pieces[id].Type; t {
+			case spm.Unknown, spm.Control, spm.Unused, spm.Byte:
+				v.Types[id] = int32(t)
 			default:
-				v.Types[id] = TokenNormal
+				v.Types[id] = int32(spm.Normal)
 			}
 		case id < sp+len(SpecialTokens):
 			v.Tokens[id] = SpecialTokens[id-sp]
-			v.Types[id] = TokenControl
+			v.Types[id] = int32(spm.Control)
 		default:
 			v.Tokens[id] = "[PAD" + strconv.Itoa(id) + "]"
-			v.Types[id] = TokenUnused
+			v.Types[id] = int32(spm.Unused)
 		}
 	}
 	return v, nil

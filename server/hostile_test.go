@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/chatglm/chatglm/chat"
-	"github.com/chatglm/chatglm/convert"
 	"github.com/chatglm/chatglm/internal/testdata"
+	"github.com/chatglm/chatglm/spm"
 )
 
 // toolCallBody is a chat request whose history holds one assistant tool
@@ -143,7 +143,7 @@ func TestOversizedPromptNotTokenized(t *testing.T) {
 // TestMaxPieceBytes checks maxPieceBytes against the real tokenizer: no
 // piece stands for more text.
 func TestMaxPieceBytes(t *testing.T) {
-	pieces, err := convert.LoadSentencePiece(filepath.Join(testdata.ChatGLM3(t), "tokenizer.model"))
+	pieces, err := spm.Load(filepath.Join(testdata.ChatGLM3(t), "tokenizer.model"))
 	if err != nil {
 		t.Fatal(err)
 	}

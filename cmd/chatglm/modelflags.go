@@ -24,6 +24,7 @@ import (
 	"github.com/chatglm/chatglm/gguf"
 	"github.com/chatglm/chatglm/hub"
 	"github.com/chatglm/chatglm/internal/config"
+	"github.com/chatglm/chatglm/spm"
 )
 
 // Config keys shared by the commands that load a model (chat, run, and
@@ -279,7 +280,7 @@ func openModel(ctx context.Context, cfg *config.Store, parallel int, stderr io.W
 // the GGUF's vocabulary and the context size from --ctx-size or the file's
 // training context. `run --dry-run` uses it.
 type tokenizerOnly struct {
-	*chat.SPM
+	*spm.Encoder
 	ctx int
 }
 
@@ -290,7 +291,7 @@ func openTokenizerOnly(cfg *config.Store) (tokenizerOnly, string, error) {
 	if err != nil {
 		return tokenizerOnly{}, "", err
 	}
-	spm, err := backend.LoadTokenizer(path)
+	enc, err := spm.LoadGGUF(path)
 	if err != nil {
 		return tokenizerOnly{}, "", err
 	}
@@ -307,7 +308,7 @@ func openTokenizerOnly(cfg *config.Store) (tokenizerOnly, string, error) {
 		}
 		n = int(v)
 	}
-	return tokenizerOnly{SPM: spm, ctx: n}, path, nil
+	return tokenizerOnly{Encoder: enc, ctx: n}, path, nil
 }
 
 // isNotExist reports whether err means a missing file.

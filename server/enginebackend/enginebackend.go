@@ -14,6 +14,7 @@ import (
 	chatbackend "github.com/chatglm/chatglm/chat/backend"
 	"github.com/chatglm/chatglm/engine"
 	"github.com/chatglm/chatglm/server"
+	"github.com/chatglm/chatglm/spm"
 )
 
 // Backend is an engine as a server.Backend.
@@ -25,7 +26,7 @@ type Backend struct {
 // New adapts e, tokenizing with the vocabulary of the GGUF file at
 // ggufPath (the file e loaded).
 func New(e *engine.Engine, ggufPath string) (*Backend, error) {
-	tok, err := chatbackend.LoadTokenizer(ggufPath)
+	tok, err := spm.LoadGGUF(ggufPath)
 	if err != nil {
 		return nil, fmt.Errorf("serve %s: %w", ggufPath, err)
 	}

@@ -1,4 +1,4 @@
-package chat
+package spm
 
 import (
 	"container/heap"
@@ -7,26 +7,7 @@ import (
 	"unicode/utf8"
 )
 
-// Piece types of a SentencePiece vocabulary; GGUF's tokenizer.ggml.token_type
-// uses the same numbers.
-const (
-	PieceNormal      = 1
-	PieceUnknown     = 2
-	PieceControl     = 3
-	PieceUserDefined = 4
-	PieceUnused      = 5
-	PieceByte        = 6
-)
-
-// VocabPiece is one vocabulary entry: its text (with ▁ for spaces), score and
-// type.
-type VocabPiece struct {
-	Text  string
-	Score float32
-	Type  int
-}
-
-// SPM is a SentencePiece BPE encoder for ChatGLM3's tokenizer (identity
+// Encoder is a SentencePiece BPE encoder for ChatGLM3's tokenizer (identity
 // normalizer, dummy prefix, whitespace kept, byte fallback), written after
 // SentencePiece's bpe_model.cc. Only normal (and user-defined) pieces take
 // part in merges, so control tokens can never come out of text.
@@ -34,18 +15,18 @@ type VocabPiece struct {
 // It exists because llama.cpp's SPM tokenizer also merges into control
 // tokens: with special-token parsing off it still turns the text "]sop"
 // into [..., sop(64792)], a control token, where SentencePiece gives
-// "s" "op". The chat protocol encodes all text with SPM.
-type SPM struct {
+// "s" "op". The chat protocol encodes all text with this encoder.
+type Encoder struct {
 	pieces map[string]int32
 	scores []float32
 	bytes  [256]int32
 	unk    int32
 }
 
-// NewSPM builds an encoder over a vocabulary indexed by token id (a
+// NewEncoder builds an encoder over a vocabulary indexed by token id (a
 // SentencePiece model's pieces, or a GGUF's tokenizer.ggml.* arrays).
-func NewSPM(vocab []VocabPiece) (*SPM, error) {
-	s := &SPM{pieces: make(map[string]int32, len(vocab)), scores: make([]float32, len(vocab)), unk: -1}
+func NewEncoder(vocab []Piece) (*Encoder, error) {
+	s := &Encoder{pieces: make(map[string]int32, len(vocab)), scores: make([]float32, len(vocab)), unk: -1}
 	for i := range s.bytes {
 		s.bytes[i] = -1
 	}
@@ -53,56 +34,56 @@ func NewSPM(vocab []VocabPiece) (*SPM, error) {
 		id := int32(i)
 		s.scores[i] = p.Score
 		switch p.Type {
-		case PieceNormal, PieceUserDefined:
+		case Normal, UserDefined:
 			if _, dup := s.pieces[p.Text]; !dup {
 				s.pieces[p.Text] = id
 			}
-		case PieceUnknown:
+		case Unknown:
 			if s.unk < 0 {
 				s.unk = id
 			}
-		case PieceByte:
+		case Byte:
 			var b int
 			if _, err := fmt.Sscanf(p.Text, "<0x%02X>", &b); err != nil || b > 255 {
-				return nil, fmt.Errorf("spm: byte piece %d has text %q", i, p.Text)
+				return nil, fmt.Errorf("byte piece %d has text %q", i, p.Text)
 			}
 			s.bytes[b] = id
 		}
 	}
 	for b, id := range s.bytes {
 		if id < 0 {
-			return nil, fmt.Errorf("spm: no byte-fallback piece for <0x%02X>", b)
+			return nil, fmt.Errorf("no byte-fallback piece for <0x%02X>", b)
 		}
 	}
 	if s.unk < 0 {
-		return nil, fmt.Errorf("spm: no unknown piece")
+		return nil, fmt.Errorf("no unknown piece")
 	}
 	return s, nil
 }
 
-type spmSymbol struct {
+type symbol struct {
 	prev, next int
 	text       string // empty once merged into its left neighbour
 }
 
-type spmPair struct {
+type pair struct {
 	left, right int
 	score       float32
 	size        int
 }
 
-type spmQueue []spmPair
+type queue []pair
 
-func (q spmQueue) Len() int { return len(q) }
-func (q spmQueue) Less(i, j int) bool {
+func (q queue) Len() int { return len(q) }
+func (q queue) Less(i, j int) bool {
 	if q[i].score != q[j].score {
 		return q[i].score > q[j].score
 	}
 	return q[i].left < q[j].left
 }
-func (q spmQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
-func (q *spmQueue) Push(x any)   { *q = append(*q, x.(spmPair)) }
-func (q *spmQueue) Pop() any {
+func (q queue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *queue) Push(x any)   { *q = append(*q, x.(pair)) }
+func (q *queue) Pop() any {
 	old := *q
 	x := old[len(old)-1]
 	*q = old[:len(old)-1]
@@ -112,34 +93,34 @@ func (q *spmQueue) Pop() any {
 // Tokenize encodes text as one call of SentencePiece's encoder does for
 // ChatGLM3: a dummy-prefix ▁, spaces as ▁, BPE merges by score, and bytes
 // for what the vocabulary lacks. Special-token names in text are plain text.
-func (s *SPM) Tokenize(text string) ([]int32, error) {
+func (s *Encoder) Tokenize(text string) ([]int32, error) {
 	if text == "" {
 		return []int32{}, nil
 	}
 	norm := "▁" + strings.ReplaceAll(text, " ", "▁")
 	// One symbol per character (a malformed byte is a symbol of its own).
-	syms := make([]spmSymbol, 0, len(norm))
+	syms := make([]symbol, 0, len(norm))
 	for i := 0; i < len(norm); {
 		_, n := utf8.DecodeRuneInString(norm[i:])
-		syms = append(syms, spmSymbol{prev: len(syms) - 1, next: len(syms) + 1, text: norm[i : i+n]})
+		syms = append(syms, symbol{prev: len(syms) - 1, next: len(syms) + 1, text: norm[i : i+n]})
 		i += n
 	}
 	syms[len(syms)-1].next = -1
-	var q spmQueue
+	var q queue
 	add := func(l, r int) {
 		if l < 0 || r < 0 {
 			return
 		}
 		merged := syms[l].text + syms[r].text
 		if id, ok := s.pieces[merged]; ok {
-			heap.Push(&q, spmPair{left: l, right: r, score: s.scores[id], size: len(merged)})
+			heap.Push(&q, pair{left: l, right: r, score: s.scores[id], size: len(merged)})
 		}
 	}
 	for i := 1; i < len(syms); i++ {
 		add(i-1, i)
 	}
 	for q.Len() > 0 {
-		p := heap.Pop(&q).(spmPair)
+		p := heap.Pop(&q).(pair)
 		l, r := &syms[p.left], &syms[p.right]
 		if l.text == "" || r.text == "" || len(l.text)+len(r.text) != p.size {
 			continue // stale: one side was merged since

@@ -1,50 +1,73 @@
-package convert
+// Package spm owns ChatGLM3's SentencePiece tokenizer model: it reads the
+// pieces of a tokenizer.model (for the converter) or of a GGUF vocabulary
+// (for the chat layer), and encodes text exactly as SentencePiece's BPE
+// encoder does for ChatGLM3.
+package spm
 
 import (
 	"fmt"
+	"io"
 	"math"
+	"os"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// SentencePiece piece types (sentencepiece_model.proto ModelProto.SentencePiece.Type).
+// Type is a piece's type (sentencepiece_model.proto's
+// ModelProto.SentencePiece.Type); GGUF's tokenizer.ggml.token_type uses the
+// same numbers.
+type Type int
+
+// Piece types.
 const (
-	PieceNormal      = 1
-	PieceUnknown     = 2
-	PieceControl     = 3
-	PieceUserDefined = 4
-	PieceUnused      = 5
-	PieceByte        = 6
+	Normal      Type = 1
+	Unknown     Type = 2
+	Control     Type = 3
+	UserDefined Type = 4
+	Unused      Type = 5
+	Byte        Type = 6
 )
 
-// maxVocab bounds the pieces of a tokenizer.model and padded_vocab_size
-// (ChatGLM3 has 64794 pieces, padded to 65024; the largest vocabularies in
-// use have about 256K).
-const maxVocab = 1 << 20
+// Limits on what is read: ChatGLM3 has 64794 pieces (padded to 65024) in a
+// 1 MB file; the largest vocabularies in use have about 256K pieces.
+const (
+	MaxPieces    = 1 << 20
+	MaxModelFile = 64 << 20
+)
 
-// Piece is one entry of a SentencePiece vocabulary.
+// Piece is one entry of a SentencePiece vocabulary: its text (with ▁ for
+// spaces), score and type.
 type Piece struct {
 	Text  string
 	Score float32
-	Type  int
+	Type  Type
 }
 
-// LoadSentencePiece reads the pieces of a SentencePiece tokenizer.model.
-func LoadSentencePiece(path string) ([]Piece, error) {
-	data, err := readFileLimited(path, maxTokenizerFile)
+// Load reads the pieces of a SentencePiece tokenizer.model (at most
+// MaxModelFile bytes).
+func Load(path string) ([]Piece, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer: %w", err)
 	}
-	p, err := ParseSentencePiece(data)
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxModelFile+1))
+	if err == nil && len(data) > MaxModelFile {
+		err = fmt.Errorf("larger than %d bytes", MaxModelFile)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tokenizer %s: %w", path, err)
+	}
+	p, err := Parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer %s: %w", path, err)
 	}
 	return p, nil
 }
 
-// ParseSentencePiece decodes the pieces (field 1) of a serialized
+// Parse decodes the pieces (field 1) of a serialized
 // sentencepiece ModelProto; other fields are skipped.
-func ParseSentencePiece(data []byte) ([]Piece, error) {
+func Parse(data []byte) ([]Piece, error) {
 	var pieces []Piece
 	for len(data) > 0 {
 		num, typ, n := protowire.ConsumeTag(data)
@@ -58,8 +81,8 @@ func ParseSentencePiece(data []byte) ([]Piece, error) {
 				return nil, fmt.Errorf("piece %d: %w", len(pieces), protowire.ParseError(m))
 			}
 			data = data[m:]
-			if len(pieces) >= maxVocab {
-				return nil, fmt.Errorf("more than %d pieces", maxVocab)
+			if len(pieces) >= MaxPieces {
+				return nil, fmt.Errorf("more than %d pieces", MaxPieces)
 			}
 			p, err := parsePiece(msg)
 			if err != nil {
@@ -81,7 +104,7 @@ func ParseSentencePiece(data []byte) ([]Piece, error) {
 }
 
 func parsePiece(b []byte) (Piece, error) {
-	p := Piece{Type: PieceNormal}
+	p := Piece{Type: Normal}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -111,7 +134,7 @@ func parsePiece(b []byte) (Piece, error) {
 			if v < 1 || v > 6 {
 				return p, fmt.Errorf("piece type %d", v)
 			}
-			p.Type = int(v)
+			p.Type = Type(v)
 			b = b[m:]
 		default:
 			m := protowire.ConsumeFieldValue(num, typ, b)
