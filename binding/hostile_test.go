@@ -357,3 +357,23 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// Metadata agrees with Meta for every key (both read values through one
+// helper that grows its buffer, so neither cuts a value at 4 KiB).
+func TestMetadataValuesAreWhole(t *testing.T) {
+	m := loadTiny(t)
+	md := m.Metadata()
+	if len(md) < 10 {
+		t.Fatalf("Metadata has %d keys", len(md))
+	}
+	for k, v := range md {
+		if want, ok := m.Meta(k); !ok || v != want {
+			t.Errorf("Metadata()[%q] has %d bytes, Meta has %d (%v)", k, len(v), len(want), ok)
+		}
+	}
+	if tmpl := m.ChatTemplate(); md["tokenizer.chat_template"] != tmpl {
+		t.Errorf("chat template: %d bytes in Metadata, %d from ChatTemplate", len(md["tokenizer.chat_template"]), len(tmpl))
+	} else {
+		t.Logf("chat template: %d bytes", len(tmpl))
+	}
+}
