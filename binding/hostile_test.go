@@ -377,3 +377,52 @@ func TestMetadataValuesAreWhole(t *testing.T) {
 		t.Logf("chat template: %d bytes", len(tmpl))
 	}
 }
+
+// Close may race with readers of the model and users of the context: each
+// call either works or returns ErrClosed.
+func TestCloseRacesWithUse(t *testing.T) {
+	m, err := binding.LoadModel(context.Background(), testgguf.Tiny(t), binding.ModelParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := m.NewContext(binding.ContextParams{NCtx: 64, Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := m.Tokenize("你好 world", false, true); err != nil && !errors.Is(err, binding.ErrClosed) {
+					t.Error(err)
+				}
+				if _, err := m.TokenPiece(64795, true); err != nil && !errors.Is(err, binding.ErrClosed) {
+					t.Error(err)
+				}
+				m.Metadata()
+				m.IsEOG(2)
+				if _, err := c.SeqPosMax(0); err != nil && !errors.Is(err, binding.ErrClosed) {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	time.Sleep(20 * time.Millisecond)
+	if err := c.Close(); err != nil {
+		t.Error(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Error(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+}
