@@ -33,7 +33,7 @@ REQUESTS=${BENCH_REPLICAS_REQUESTS:-120}
 command -v haproxy >/dev/null || { echo "bench-replicas: haproxy is not installed (apt-get install haproxy)" >&2; exit 1; }
 [ -x "$BIN" ] || make build
 
-work=$(mktemp -d)
+work=$(mktemp -d "${TMPDIR:-/tmp}/chatglm-bench-replicas.XXXXXX")
 pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
