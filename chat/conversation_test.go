@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/chatglm/chatglm/chat/python"
 )
 
 // runeModel is a toy tokenizer: the dummy prefix ▁ (30910), then one id per
@@ -286,7 +288,7 @@ func TestConversationToolCallAndObservation(t *testing.T) {
 	}
 	tc := turn.Response.ToolCall
 	if tc == nil || tc.Name != "get_current_weather" || tc.Err != nil ||
-		!reflect.DeepEqual(tc.Arguments, Kwargs{{"location", "beijing"}, {"unit", "celsius"}}) {
+		!reflect.DeepEqual(tc.Arguments, python.Kwargs{{Name: "location", Value: "beijing"}, {Name: "unit", Value: "celsius"}}) {
 		t.Fatalf("tool call %+v", tc)
 	}
 	if shown.Len() != 0 {

@@ -10,8 +10,9 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/chatglm/chatglm/spm"
+	"github.com/chatglm/chatglm/chat/python"
 	"github.com/chatglm/chatglm/internal/testdata"
+	"github.com/chatglm/chatglm/spm"
 )
 
 // goldenFile is chat/testdata/protocol.json, written once by a throwaway
@@ -143,7 +144,7 @@ func TestBuildPromptGolden(t *testing.T) {
 func TestPythonJSONIndentGolden(t *testing.T) {
 	g := loadGolden(t)
 	for i, c := range g.ToolsJSON {
-		got, err := PythonJSONIndent([]byte(c.ToolsRaw))
+		got, err := python.JSONIndent([]byte(c.ToolsRaw))
 		if err != nil {
 			t.Fatal(err)
 		}

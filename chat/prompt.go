@@ -1,6 +1,10 @@
 package chat
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/chatglm/chatglm/chat/python"
+)
 
 // Tokenizer turns text into SentencePiece ids the way one call of the
 // ChatGLM3 SentencePiece encoder does: with the dummy-prefix space and with
@@ -17,7 +21,7 @@ func MessageText(m Message) (string, error) {
 	if m.Role != RoleSystem || len(m.Tools) == 0 {
 		return m.Content, nil
 	}
-	tools, err := PythonJSONIndent(m.Tools)
+	tools, err := python.JSONIndent(m.Tools)
 	if err != nil {
 		return "", err
 	}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/chatglm/chatglm/chat/python"
 )
 
 func TestProcessResponse(t *testing.T) {
@@ -29,13 +31,13 @@ func TestProcessResponse(t *testing.T) {
 		{"tool call", "get_current_weather\n```python\ntool_call(location=\"beijing\", unit=\"celsius\")\n```", true,
 			Response{ToolCall: &ToolCall{Name: "get_current_weather",
 				Content:   "```python\ntool_call(location=\"beijing\", unit=\"celsius\")\n```",
-				Arguments: Kwargs{{"location", "beijing"}, {"unit", "celsius"}}}},
+				Arguments: python.Kwargs{{Name: "location", Value: "beijing"}, {Name: "unit", Value: "celsius"}}}},
 			[]Message{{Role: RoleAssistant, Metadata: "get_current_weather",
 				Content: "```python\ntool_call(location=\"beijing\", unit=\"celsius\")\n```"}}},
 		{"text then tool call", "\n 好的，我来查一下。<|assistant|> random_number_generator\n```python\ntool_call(seed=42, range=(0, 100))\n```", true,
 			Response{ToolCall: &ToolCall{Name: "random_number_generator",
 				Content:   "```python\ntool_call(seed=42, range=(0, 100))\n```",
-				Arguments: Kwargs{{"seed", int64(42)}, {"range", Tuple{int64(0), int64(100)}}}}},
+				Arguments: python.Kwargs{{Name: "seed", Value: int64(42)}, {Name: "range", Value: python.Tuple{int64(0), int64(100)}}}}},
 			[]Message{{Role: RoleAssistant, Content: "好的，我来查一下。"},
 				{Role: RoleAssistant, Metadata: " random_number_generator", Content: "```python\ntool_call(seed=42, range=(0, 100))\n```"}}},
 		{"interpreter without tools", "interpreter\n```python\nprint(1)\n```", false,
@@ -181,7 +183,7 @@ func TestDisplayMatchesProcessResponse(t *testing.T) {
 		// Expected display: every plain segment's content, newline-joined.
 		var want []string
 		for _, m := range segs {
-			if strings.TrimFunc(m.Metadata, pyIsSpace) == "" && m.Content != "" {
+			if strings.TrimFunc(m.Metadata, python.IsSpace) == "" && m.Content != "" {
 				want = append(want, strings.ReplaceAll(m.Content, TrainingTimePlaceholder, TrainingTimeText))
 			}
 		}

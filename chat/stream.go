@@ -3,6 +3,8 @@ package chat
 import (
 	"strings"
 	"unicode/utf8"
+
+	"github.com/chatglm/chatglm/chat/python"
 )
 
 // UTF8Assembler joins byte chunks (token pieces, which may end inside a
@@ -161,7 +163,7 @@ func (f *DisplayFilter) drain(final bool) string {
 			case found:
 				f.pending = content
 				f.state = dfTool
-				if strings.TrimFunc(meta, pyIsSpace) == "" {
+				if strings.TrimFunc(meta, python.IsSpace) == "" {
 					f.state = dfContent
 				}
 			case len(f.pending) > maxMetadataLen:
@@ -195,7 +197,7 @@ func (f *DisplayFilter) endSegment() string {
 		switch {
 		case !found: // no newline at all: the whole segment is content
 			out = f.emit(true)
-		case strings.TrimFunc(meta, pyIsSpace) == "":
+		case strings.TrimFunc(meta, python.IsSpace) == "":
 			f.pending = content
 			out = f.emit(true)
 		}
@@ -210,16 +212,16 @@ func (f *DisplayFilter) endSegment() string {
 func (f *DisplayFilter) emit(final bool) string {
 	text := f.pending
 	if !f.started {
-		text = strings.TrimLeftFunc(text, pyIsSpace)
+		text = strings.TrimLeftFunc(text, python.IsSpace)
 	}
 	cut := len(text)
 	if final {
-		text = strings.TrimRightFunc(text, pyIsSpace)
+		text = strings.TrimRightFunc(text, python.IsSpace)
 		cut = len(text)
 	} else {
 		cut = min(len(text)-heldMarkerPrefix(text, assistantMarker),
 			len(text)-heldMarkerPrefix(text, TrainingTimePlaceholder))
-		cut = len(strings.TrimRightFunc(text[:cut], pyIsSpace))
+		cut = len(strings.TrimRightFunc(text[:cut], python.IsSpace))
 	}
 	show := strings.ReplaceAll(text[:cut], TrainingTimePlaceholder, TrainingTimeText)
 	f.pending = text[cut:]

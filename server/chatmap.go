@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/chatglm/chatglm/chat"
+	"github.com/chatglm/chatglm/chat/python"
 )
 
 // The mapping between OpenAI's chat shapes and ChatGLM3's: request messages
@@ -68,7 +69,7 @@ func mapChat(req *chatRequest) (*chatPrompt, error) {
 				if c.Function.Name == "" {
 					return nil, badRequest(cparam+".name", "a tool call needs a function name")
 				}
-				code, err := chat.FormatToolCall(c.Function.Arguments)
+				code, err := python.FormatToolCall(c.Function.Arguments)
 				if err != nil {
 					return nil, badRequest(cparam+".arguments", "invalid function arguments: %v", err)
 				}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/chatglm/chatglm/chat"
+	"github.com/chatglm/chatglm/chat/python"
 )
 
 // Limits on what one request may make the server do, beyond the body size
@@ -16,7 +17,7 @@ const (
 	// maxBodyDepth is how deeply a request body's JSON may nest, the body
 	// object itself counting as 1. A tool's parameters schema starts at
 	// level 5 (body, tools, tool, function, parameters); the chat
-	// package's own limit (chat.MaxDepth) on the tools list is looser.
+	// package's own limit (python.MaxDepth) on the tools list is looser.
 	maxBodyDepth = 64
 	// maxPieceBytes is the most text one token of ChatGLM3's vocabulary
 	// stands for (16 spaces as "▁"s; TestMaxPieceBytes checks it against
@@ -160,7 +161,7 @@ func promptError(err error) error {
 	switch {
 	case errors.As(err, &ae):
 		return ae
-	case errors.Is(err, chat.ErrTooDeep):
+	case errors.Is(err, python.ErrTooDeep):
 		return newAPIError(http.StatusBadRequest, typeInvalidRequest, "too_deep", "tools", "cannot build the prompt: %v", err)
 	}
 	return badRequest("messages", "cannot build the prompt: %v", err)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/chatglm/chatglm/chat"
+	"github.com/chatglm/chatglm/chat/python"
 )
 
 // testServer starts a server over fake with opts (and a discarded log).
@@ -433,7 +434,7 @@ func TestMapChatToolHistory(t *testing.T) {
 		}
 	}
 	// The call written into the history parses back with chat's parser.
-	args, err := chat.ParseToolCall("tool_call(city=\"Paris\", opts={\"unit\": \"c\", \"alerts\": [True, None]})")
+	args, err := python.ParseToolCall("tool_call(city=\"Paris\", opts={\"unit\": \"c\", \"alerts\": [True, None]})")
 	if err != nil || len(args) != 2 {
 		t.Fatalf("parse back: %v %v", args, err)
 	}

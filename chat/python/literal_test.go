@@ -1,4 +1,4 @@
-package chat
+package python
 
 import (
 	"math"
@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-func TestPythonFloatRepr(t *testing.T) {
+func TestFloatRepr(t *testing.T) {
 	for f, want := range map[float64]string{
 		0.5: "0.5", 1e-7: "1e-07", 1e20: "1e+20", 100: "100.0", 1.0 / 3: "0.3333333333333333",
 		1e16: "1e+16", 1e15: "1000000000000000.0", 0.0001: "0.0001", 0.00001: "1e-05",
@@ -16,13 +16,13 @@ func TestPythonFloatRepr(t *testing.T) {
 		math.Inf(1): "Infinity", math.Inf(-1): "-Infinity", math.Copysign(0, -1): "-0.0", 0: "0.0",
 		9007199254740993: "9007199254740992.0", 1.7976931348623157e308: "1.7976931348623157e+308",
 	} {
-		if got := PythonFloatRepr(f); got != want {
-			t.Errorf("PythonFloatRepr(%v) = %s, want %s", f, got, want)
+		if got := FloatRepr(f); got != want {
+			t.Errorf("FloatRepr(%v) = %s, want %s", f, got, want)
 		}
 	}
 }
 
-func TestPythonJSONIndentEdgeCases(t *testing.T) {
+func TestJSONIndentEdgeCases(t *testing.T) {
 	for raw, want := range map[string]string{
 		`[]`:                              `[]`,
 		`{}`:                              `{}`,
@@ -32,7 +32,7 @@ func TestPythonJSONIndentEdgeCases(t *testing.T) {
 		`1e400`:                           `Infinity`,
 		`[1.0, 10, "\u0000\u001f\u007f"]`: "[\n    1.0,\n    10,\n    \"\\u0000\\u001f\u007f\"\n]",
 	} {
-		got, err := PythonJSONIndent([]byte(raw))
+		got, err := JSONIndent([]byte(raw))
 		if err != nil {
 			t.Fatalf("%s: %v", raw, err)
 		}
@@ -41,7 +41,7 @@ func TestPythonJSONIndentEdgeCases(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{``, `[1,]`, `{"a":1} x`, `nope`} {
-		if _, err := PythonJSONIndent([]byte(bad)); err == nil {
+		if _, err := JSONIndent([]byte(bad)); err == nil {
 			t.Errorf("%q: no error", bad)
 		}
 	}

@@ -1,4 +1,4 @@
-package chat
+package python
 
 import (
 	"errors"
@@ -72,14 +72,14 @@ func TestParseToolCallDepthLimit(t *testing.T) {
 // Issue 11 item 9: 6 KB of nested [] in a tool's parameters grew memory to
 // gigabytes (the indentation is quadratic in the depth). Now deep values
 // are refused at once, and the output is capped.
-func TestPythonJSONIndentLimits(t *testing.T) {
-	if _, err := PythonJSONIndent([]byte(nested(MaxDepth, "[", "]", ""))); err != nil {
+func TestJSONIndentLimits(t *testing.T) {
+	if _, err := JSONIndent([]byte(nested(MaxDepth, "[", "]", ""))); err != nil {
 		t.Fatalf("%d levels: %v", MaxDepth, err)
 	}
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	deep := nested(3000, "[", "]", "")
-	if _, err := PythonJSONIndent([]byte(deep)); !errors.Is(err, ErrTooDeep) {
+	if _, err := JSONIndent([]byte(deep)); !errors.Is(err, ErrTooDeep) {
 		t.Errorf("3000 levels: %v, want ErrTooDeep", err)
 	}
 	runtime.ReadMemStats(&after)
@@ -89,17 +89,17 @@ func TestPythonJSONIndentLimits(t *testing.T) {
 	// Wide and deep: 60 levels of arrays holding 200k zeros renders to
 	// about 50 MB; the cap stops it.
 	wide := nested(60, "[", "]", strings.Repeat("0,", 200000)+"0")
-	if _, err := PythonJSONIndent([]byte(wide)); err == nil || !strings.Contains(err.Error(), "bytes once indented") {
+	if _, err := JSONIndent([]byte(wide)); err == nil || !strings.Contains(err.Error(), "bytes once indented") {
 		t.Errorf("wide: %v, want the size error", err)
 	}
 }
 
-func FuzzPythonJSONIndent(f *testing.F) {
+func FuzzJSONIndent(f *testing.F) {
 	for _, s := range []string{`[]`, `{"a": [1, 2.5, "x", null, true]}`, `[{"name": "f", "parameters": {}}]`, nested(70, "[", "]", "")} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		out, err := PythonJSONIndent(raw)
+		out, err := JSONIndent(raw)
 		if err == nil && len(out) > MaxIndentedJSON+4*(MaxDepth+2)+len(raw) {
 			t.Fatalf("%d bytes of output", len(out))
 		}
@@ -118,7 +118,7 @@ func FuzzParseToolCall(f *testing.F) {
 		}
 		// What parses can be written back as JSON (or fails cleanly).
 		if js, err := kw.PythonJSON(); err == nil {
-			if _, err := PythonJSONIndent([]byte(js)); err != nil && !strings.Contains(js, "NaN") && !strings.Contains(js, "Infinity") {
+			if _, err := JSONIndent([]byte(js)); err != nil && !strings.Contains(js, "NaN") && !strings.Contains(js, "Infinity") {
 				t.Fatalf("%q: PythonJSON %s does not re-read: %v", code, js, err)
 			}
 		}

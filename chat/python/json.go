@@ -1,4 +1,4 @@
-package chat
+package python
 
 import (
 	"bytes"
@@ -12,7 +12,7 @@ import (
 	"strings"
 )
 
-// PythonJSONIndent re-serialises the JSON value raw exactly as Python's
+// JSONIndent re-serialises the JSON value raw exactly as Python's
 // json.dumps(json.loads(raw), indent=4, ensure_ascii=False) does: keys in
 // their original order (a repeated key keeps its first position and its last
 // value, like a Python dict), ", "/": " separators with "," at line ends,
@@ -23,7 +23,7 @@ import (
 // raw may come from anyone: values nested deeper than MaxDepth and output
 // longer than MaxIndentedJSON are errors (the indentation makes the output
 // grow with the square of the depth).
-func PythonJSONIndent(raw []byte) (string, error) {
+func JSONIndent(raw []byte) (string, error) {
 	v, err := parsePyJSON(raw)
 	if err != nil {
 		return "", err
@@ -40,14 +40,14 @@ func PythonJSONIndent(raw []byte) (string, error) {
 // tool_call(...). Deeper input is an error, never a deep recursion.
 const MaxDepth = 64
 
-// MaxIndentedJSON is the most text PythonJSONIndent writes (4 MiB, over
+// MaxIndentedJSON is the most text JSONIndent writes (4 MiB, over
 // a million tokens: far more than any ChatGLM3 context holds).
 const MaxIndentedJSON = 4 << 20
 
 // ErrTooDeep is the error for values nested deeper than MaxDepth.
 var ErrTooDeep = fmt.Errorf("values nested more than %d levels deep", MaxDepth)
 
-// indent is the indentation of the deepest line PythonJSONIndent writes.
+// indent is the indentation of the deepest line JSONIndent writes.
 var indent = strings.Repeat("    ", MaxDepth+1)
 
 // pyNode is a parsed JSON value that keeps object key order.
@@ -149,15 +149,15 @@ func pyNumber(lit string) (string, error) {
 	if err != nil && !errors.Is(err, strconv.ErrRange) {
 		return "", fmt.Errorf("bad number %q: %w", lit, err)
 	}
-	return PythonFloatRepr(f), nil
+	return FloatRepr(f), nil
 }
 
-// PythonFloatRepr formats f as Python's repr(float) and json.dumps do: the
+// FloatRepr formats f as Python's repr(float) and json.dumps do: the
 // shortest round-tripping digits, scientific notation when the decimal
 // exponent is below -4 or at least 16 (1e-05, 1e+16), otherwise fixed with at
 // least one fractional digit (100.0). Infinities and NaN are written as
 // json.dumps writes them (Infinity, -Infinity, NaN).
-func PythonFloatRepr(f float64) string {
+func FloatRepr(f float64) string {
 	switch {
 	case math.IsInf(f, 1):
 		return "Infinity"

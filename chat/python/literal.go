@@ -1,4 +1,12 @@
-package chat
+// Package python reproduces the Python-shaped parts of ChatGLM3's tool
+// protocol without running Python: the model calls a tool by writing
+// tool_call(name=value, ...) with Python literals (ParseToolCall reads it,
+// FormatToolCall writes it from JSON arguments), the system prompt embeds
+// the tools as json.dumps(tools, indent=4) (JSONIndent), and the official
+// API returns arguments as json.dumps(kwargs) (Kwargs.PythonJSON). Input
+// comes from models and clients: every walk has a depth limit (MaxDepth)
+// and output a size limit.
+package python
 
 import (
 	"encoding/json"
