@@ -17,8 +17,15 @@ func TestMain(m *testing.M) { testgguf.Main(m) }
 
 func open(t *testing.T, parallel int) *engine.Engine {
 	t.Helper()
+	return openSized(t, parallel, 256, 64)
+}
+
+// openSized opens the tiny model with ctx tokens per slot and batches of
+// batch tokens.
+func openSized(t *testing.T, parallel, ctx, batch int) *engine.Engine {
+	t.Helper()
 	e, err := engine.Open(context.Background(), engine.Options{
-		ModelPath: testgguf.Tiny(t), Parallel: parallel, ContextSize: 256, BatchSize: 64, Threads: 2,
+		ModelPath: testgguf.Tiny(t), Parallel: parallel, ContextSize: ctx, BatchSize: batch, Threads: 2,
 		FlashAttn: binding.FlashAttnOff,
 	})
 	if err != nil {
@@ -289,14 +296,7 @@ func TestCloseEndsWork(t *testing.T) {
 // still gets every token, in order, once it reads again. (Before, the
 // scheduler blocked once 256 tokens waited for one caller.)
 func TestStalledConsumerDoesNotStallOthers(t *testing.T) {
-	e, err := engine.Open(context.Background(), engine.Options{
-		ModelPath: testgguf.Tiny(t), Parallel: 2, ContextSize: 1024, BatchSize: 64, Threads: 2,
-		FlashAttn: binding.FlashAttnOff,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
+	e := openSized(t, 2, 1024, 64)
 	stalled, _ := e.Acquire(context.Background())
 	other, _ := e.Acquire(context.Background())
 	defer stalled.Release()
@@ -409,14 +409,7 @@ func TestCloseDuringGenerate(t *testing.T) {
 func TestMoreSlotsThanBatchRows(t *testing.T) {
 	serial := open(t, 1)
 	want, _ := generate(t, serial, engine.Request{Prompt: prompt, MaxTokens: 6})
-	e, err := engine.Open(context.Background(), engine.Options{
-		ModelPath: testgguf.Tiny(t), Parallel: 3, ContextSize: 256, BatchSize: 2, Threads: 2,
-		FlashAttn: binding.FlashAttnOff,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
+	e := openSized(t, 3, 256, 2)
 	var wg sync.WaitGroup
 	for range 3 {
 		s, _ := e.Acquire(context.Background())
