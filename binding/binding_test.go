@@ -576,3 +576,17 @@ func TestSetHugePagesMarksWeightBuffers(t *testing.T) {
 		t.Fatalf("huge pages on: %d new MADV_HUGEPAGE mappings, want >= 1 (the 16 MiB weight buffer)", n)
 	}
 }
+
+// TestVocabOnlyLoad: a vocab-only load (what `chatglm get` uses to check a
+// converted file) has no layers; reading the per-layer head counts aborted
+// the process in llama.cpp.
+func TestVocabOnlyLoad(t *testing.T) {
+	m, err := binding.LoadModel(context.Background(), testgguf.Tiny(t), binding.ModelParams{VocabOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if m.VocabSize() != 65024 {
+		t.Errorf("vocab size %d", m.VocabSize())
+	}
+}

@@ -139,12 +139,16 @@ func LoadModel(ctx context.Context, path string, p ModelParams) (*Model, error) 
 		ctxTrain: int(C.llama_model_n_ctx_train(m)),
 		embd:     int(C.llama_model_n_embd(m)),
 		layers:   int(C.llama_model_n_layer(m)),
-		heads:    int(C.llama_model_n_head(m)),
-		headsKV:  int(C.llama_model_n_head_kv(m)),
 		nVocab:   int(C.llama_vocab_n_tokens(v)),
 		eos:      int32(C.llama_vocab_eos(v)),
 		bos:      int32(C.llama_vocab_bos(v)),
 		addBOS:   bool(C.llama_vocab_get_add_bos(v)),
+	}
+	// Head counts are per layer in llama.cpp (layer 0 is read), which
+	// aborts when there are none: a vocab-only load has no layers.
+	if model.layers > 0 {
+		model.heads = int(C.llama_model_n_head(m))
+		model.headsKV = int(C.llama_model_n_head_kv(m))
 	}
 	buf := make([]byte, 256)
 	if n := C.llama_model_desc(m, (*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf))); n >= 0 {
