@@ -83,6 +83,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	root := newRoot(config.New())
+	root.SetArgs(llamaServerArgs(os.Args[1:]))
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -79,7 +80,7 @@ func newServeCmd(cfg *config.Store) *cobra.Command {
 		config.Key{Name: srvModelName, Flag: "model-name", Default: "", Usage: "model id in /v1/models (default: the file name without .gguf)"},
 		config.Key{Name: srvHost, Flag: "host", Default: "127.0.0.1", Usage: "address to listen on (0.0.0.0 exposes the server to the network)"},
 		config.Key{Name: srvPort, Flag: "port", Default: 8080, Usage: "TCP port (0 = any free port)"},
-		config.Key{Name: srvParallel, Flag: "parallel", Short: "p", Default: 4, Usage: "sequences generated at once, batched into shared decode steps"},
+		config.Key{Name: srvParallel, Flag: "parallel", Default: 4, Usage: "sequences generated at once, batched into shared decode steps (-np N, as llama.cpp's server, works too)"},
 		config.Key{Name: srvQueue, Flag: "queue", Default: 64, Usage: "requests that may wait for a sequence; more get 429 (-1 = no limit)"},
 		config.Key{Name: srvAPIKey, Flag: "api-key", Default: "", Usage: "require \"Authorization: Bearer KEY\" on every route but the health checks"},
 		config.Key{Name: srvTimeout, Flag: "timeout", Default: 10 * time.Minute, Usage: "longest a request may take, queueing included (0 = no limit)"},
@@ -91,7 +92,33 @@ func newServeCmd(cfg *config.Store) *cobra.Command {
 		config.Key{Name: srvWriteTO, Flag: "write-timeout", Default: server.DefaultWriteTimeout, Usage: "longest a client may stop reading an answer before it is dropped and its generation cancelled (0 = no limit)"},
 		config.Key{Name: srvWeb, Flag: "web", Default: true, Usage: "serve the browser chat page at / (--web=false turns it off)"},
 	)
+	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		if strings.Contains(err.Error(), "shorthand flag: 'p'") {
+			return fmt.Errorf("serve: -p is not a serve flag (it is run's prompt); give the parallel count as --parallel N or -np N")
+		}
+		return err
+	})
 	return cmd
+}
+
+// llamaServerArgs accepts llama.cpp server's spelling -np N (-np=N) for
+// serve's --parallel: pflag would read -np as -n p. Other arguments are
+// returned as they are.
+func llamaServerArgs(args []string) []string {
+	if !slices.Contains(args, "serve") {
+		return args
+	}
+	out := make([]string, len(args))
+	for i, a := range args {
+		switch {
+		case a == "-np":
+			a = "--parallel"
+		case strings.HasPrefix(a, "-np="):
+			a = "--parallel=" + strings.TrimPrefix(a, "-np=")
+		}
+		out[i] = a
+	}
+	return out
 }
 
 func runServe(cmd *cobra.Command, cfg *config.Store) error {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -209,4 +210,23 @@ func (b *serveLogBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// TestServeParallelFlagSpelling: -p means the prompt (run) and nothing in
+// serve; the parallel count is --parallel or llama.cpp's -np.
+func TestServeParallelFlagSpelling(t *testing.T) {
+	if got := llamaServerArgs([]string{"serve", "-np", "3", "-np=2", "-n", "5"}); !slices.Equal(got, []string{"serve", "--parallel", "3", "--parallel=2", "-n", "5"}) {
+		t.Errorf("llamaServerArgs = %q", got)
+	}
+	if got := llamaServerArgs([]string{"run", "-np"}); !slices.Equal(got, []string{"run", "-np"}) {
+		t.Errorf("run's arguments rewritten: %q", got)
+	}
+	out, err := helperCmd(t, "serve", "-p", "2", "-m", "/no/such/model.gguf").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--parallel N or -np N") {
+		t.Errorf("serve -p: %v\n%s", err, out)
+	}
+	out, err = helperCmd(t, "serve", "-np", "2", "-m", "/no/such/model.gguf").CombinedOutput()
+	if err == nil || strings.Contains(string(out), "flag") || !strings.Contains(string(out), "/no/such/model.gguf") {
+		t.Errorf("serve -np 2 should get past flag parsing to the model: %v\n%s", err, out)
+	}
 }
