@@ -70,7 +70,7 @@ if cid=$(podman run -d --network host -v "$work/models:/models:ro" "$image" "${a
 	sleep 2 && [ "$(podman inspect -f '{{.State.Running}}' "$cid")" = true ]; then
 	how="podman run"
 	logs() { podman logs "$cid" 2>&1; }
-	stop() { podman stop -t 30 "$cid" >/dev/null; podman inspect -f '{{.State.ExitCode}}' "$cid"; }
+	stop() { podman stop -t 30 "$cid" >/dev/null; rc=$(podman inspect -f '{{.State.ExitCode}}' "$cid"); }
 else
 	echo "container test: podman run failed here ($(tr '\n' ' ' <"$work/run.err")$( [ -n "${cid:-}" ] && podman logs "$cid" 2>&1 | tail -1)); running the image's entrypoint chrooted into its root filesystem" >&2
 	[ -n "${cid:-}" ] && podman rm -f "$cid" >/dev/null 2>&1
@@ -80,10 +80,11 @@ else
 	mount --bind "$work/models" "$mnt/tmp"
 	entry=$(podman image inspect -f '{{index .Config.Entrypoint 0}}' "$image")
 	user=$(podman image inspect -f '{{.Config.User}}' "$image")
-	chroot --userspec="$user" "$mnt" "$entry" serve -m /tmp/tiny.gguf --host 127.0.0.1 --port "$port" --drain 1s >"$work/serve.log" 2>&1 &
+	mapfile -t env < <(podman image inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$image" | sed '/^$/d')
+	chroot --userspec="$user" "$mnt" /usr/bin/env -i "${env[@]}" "$entry" serve -m /tmp/tiny.gguf --host 127.0.0.1 --port "$port" --drain 1s >"$work/serve.log" 2>&1 &
 	pid=$!
 	logs() { cat "$work/serve.log"; }
-	stop() { kill -TERM "$pid"; local rc=0; wait "$pid" || rc=$?; echo "$rc"; }
+	stop() { kill -TERM "$pid"; rc=0; wait "$pid" || rc=$?; }
 	trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; umount "$mnt/tmp" 2>/dev/null; podman image unmount "$image" >/dev/null 2>&1; cleanup' EXIT
 fi
 url=http://127.0.0.1:$port
@@ -95,7 +96,7 @@ curl -fs "$url/health/ready" >/dev/null || { logs >&2; echo "container test: not
 curl -fs "$url/v1/chat/completions" -H 'Content-Type: application/json' \
 	-d '{"messages":[{"role":"user","content":"你好"}],"max_tokens":8}' | grep -q '"finish_reason"' ||
 	{ logs >&2; echo "container test: no chat completion" >&2; exit 1; }
-rc=$(stop)
+stop # sets rc
 logs | tail -3 >&2
 [ "$rc" = 0 ] || { echo "container test: exit status $rc after SIGTERM" >&2; exit 1; }
 echo "container test: image $image ($(podman image inspect -f '{{.Size}}' "$image") bytes) built; run with $how: ready, answered a chat completion, stopped with status 0 on SIGTERM"
