@@ -22,6 +22,14 @@ const (
 	PathHealth = "/health"
 )
 
+// SessionHeader is the request header that keeps a conversation on one
+// replica behind a load balancer: clients send the same value with every
+// turn of a conversation and the balancer hashes it (HAProxy
+// `balance hdr(X-Session-Id)`, nginx `hash $http_x_session_id consistent`;
+// docs/scaling.md). The server itself ignores it, apart from allowing it in
+// CORS preflights.
+const SessionHeader = "X-Session-Id"
+
 // isHealthPath reports whether path is one of the health routes, which need
 // no API key.
 func isHealthPath(path string) bool {

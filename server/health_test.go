@@ -259,3 +259,21 @@ func TestHistogramBuckets(t *testing.T) {
 		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
 	}
 }
+
+// TestCORSAllowsSessionHeader: a browser page on another origin may send
+// the session header that load balancers hash.
+func TestCORSAllowsSessionHeader(t *testing.T) {
+	_, ts := testServer(t, newFake(1, 512), Options{CORSOrigins: []string{"https://app.example"}})
+	req, _ := http.NewRequest(http.MethodOptions, ts.URL+"/v1/chat/completions", nil)
+	req.Header.Set("Origin", "https://app.example")
+	req.Header.Set("Access-Control-Request-Method", "POST")
+	req.Header.Set("Access-Control-Request-Headers", "content-type, x-session-id")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if !strings.Contains(resp.Header.Get("Access-Control-Allow-Headers"), SessionHeader) {
+		t.Errorf("preflight allows %q, not %s", resp.Header.Get("Access-Control-Allow-Headers"), SessionHeader)
+	}
+}

@@ -26,11 +26,13 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/chatglm/chatglm/server"
 )
 
-// SessionHeader is the header balancers hash to keep a conversation on one
+// SessionHeader is the header a client sends to keep a conversation on one
 // replica (docs/scaling.md).
-const SessionHeader = "X-Session-Id"
+const SessionHeader = server.SessionHeader
 
 func main() {
 	if err := run(); err != nil {

@@ -28,13 +28,14 @@ import (
 	"github.com/chatglm/chatglm/internal/testbin"
 	"github.com/chatglm/chatglm/internal/testgguf"
 	"github.com/chatglm/chatglm/internal/testmodel"
+	"github.com/chatglm/chatglm/server"
 )
 
 func TestMain(m *testing.M) { testgguf.Main(m) }
 
 // SessionHeader is the header a client sends to keep a conversation on one
 // replica (docs/scaling.md).
-const SessionHeader = "X-Session-Id"
+const SessionHeader = server.SessionHeader
 
 // Health-check timing of the HAProxy config: a replica is out after fall
 // failed checks inter apart.
