@@ -202,7 +202,7 @@ func TestBadIDsAreErrorsNotAborts(t *testing.T) {
 	for _, p := range []binding.SamplerParams{
 		{Temperature: 1, TopP: nan}, {Temperature: 1, MinP: nan}, {Temperature: nan},
 		{RepeatPenalty: float32(math.Inf(1))}, {PresencePenalty: nan}, {FrequencyPenalty: nan},
-		{RepeatPenalty: 1.1, PenaltyLastN: math.MaxInt32}, {RepeatPenalty: 1.1, PenaltyLastN: -5},
+		{RepeatPenalty: 1.1, RepeatLastN: math.MaxInt32}, {RepeatPenalty: 1.1, RepeatLastN: -5},
 	} {
 		if s, err := binding.NewSampler(p); err == nil {
 			s.Close()

@@ -9,28 +9,21 @@ import (
 	"fmt"
 	"math"
 	"sync"
+
+	"github.com/chatglm/chatglm/gen"
 )
 
-// SamplerParams configures a sampler chain. Temperature <= 0 means greedy
-// decoding (always the most likely token), which ignores the other fields
-// except the penalties.
-type SamplerParams struct {
-	Temperature      float32
-	TopK             int     // keep the k most likely tokens (0 = off)
-	TopP             float32 // nucleus sampling (1 or 0 = off)
-	MinP             float32 // drop tokens below MinP x the top probability (0 = off)
-	RepeatPenalty    float32 // divide logits of recent tokens (1 or 0 = off)
-	FrequencyPenalty float32 // subtract per occurrence (0 = off)
-	PresencePenalty  float32 // subtract once if present (0 = off)
-	PenaltyLastN     int     // how many recent tokens the penalties see (0 = 64, -1 = none: llama.cpp clamps it to 0)
-	Seed             uint32  // random seed; RandomSeed picks one
-}
+// SamplerParams configures a sampler chain: the sampling settings of a
+// generation request. Temperature <= 0 means greedy decoding (always the
+// most likely token), which ignores the other fields except the penalties.
+// A RepeatLastN of -1 turns the penalty window off (llama.cpp clamps it to 0).
+type SamplerParams = gen.Sampling
 
-// MaxPenaltyLastN bounds SamplerParams.PenaltyLastN.
+// MaxPenaltyLastN bounds SamplerParams.RepeatLastN.
 const MaxPenaltyLastN = 1 << 20
 
 // RandomSeed asks for a fresh random seed.
-const RandomSeed = math.MaxUint32
+const RandomSeed = gen.RandomSeed
 
 // Sampler is a llama.cpp sampler chain. It is not safe for concurrent use.
 type Sampler struct {
@@ -51,9 +44,9 @@ func NewSampler(p SamplerParams) (*Sampler, error) {
 	if p.TopP < 0 || p.TopP > 1 || p.MinP < 0 || p.MinP > 1 || p.TopK < 0 || p.RepeatPenalty < 0 {
 		return nil, fmt.Errorf("sampler: parameters out of range: %+v", p)
 	}
-	if p.PenaltyLastN < -1 || p.PenaltyLastN > MaxPenaltyLastN {
+	if p.RepeatLastN < -1 || p.RepeatLastN > MaxPenaltyLastN {
 		// llama.cpp allocates a ring of this many tokens up front.
-		return nil, fmt.Errorf("sampler: penalty window of %d tokens, want -1 to %d", p.PenaltyLastN, MaxPenaltyLastN)
+		return nil, fmt.Errorf("sampler: penalty window of %d tokens, want -1 to %d", p.RepeatLastN, MaxPenaltyLastN)
 	}
 	cp := C.llama_sampler_chain_default_params()
 	chain := C.llama_sampler_chain_init(cp)
@@ -63,7 +56,7 @@ func NewSampler(p SamplerParams) (*Sampler, error) {
 		repeat = 1
 	}
 	if repeat != 1 || p.FrequencyPenalty != 0 || p.PresencePenalty != 0 {
-		lastN := p.PenaltyLastN
+		lastN := p.RepeatLastN
 		if lastN == 0 {
 			lastN = 64
 		}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+
+	"github.com/chatglm/chatglm/gen"
 )
 
 // ErrContextFull is returned (wrapped) when a prompt cannot fit in the
@@ -13,7 +15,7 @@ var ErrContextFull = errors.New("prompt does not fit in the context")
 
 // Options tune a Conversation.
 type Options struct {
-	Sampling Sampling
+	Sampling gen.Sampling
 	// MaxTokens caps each reply; 0 lets a reply run to the end of the
 	// context.
 	MaxTokens int
@@ -34,7 +36,7 @@ type Options struct {
 // A Conversation is not safe for concurrent use.
 type Conversation struct {
 	model       Model
-	gen         Generator
+	generator   gen.Generator
 	opts        Options
 	msgs        []Message
 	enc         [][]int32 // cached EncodeMessage of msgs[i]; nil = not yet
@@ -42,9 +44,9 @@ type Conversation struct {
 }
 
 // NewConversation starts an empty conversation that tokenizes with model
-// and generates with gen (one KV sequence, kept for the conversation's life).
-func NewConversation(model Model, gen Generator, opts Options) *Conversation {
-	return &Conversation{model: model, gen: gen, opts: opts}
+// and generates with generator (one KV sequence, kept for the conversation's life).
+func NewConversation(model Model, generator gen.Generator, opts Options) *Conversation {
+	return &Conversation{model: model, generator: generator, opts: opts}
 }
 
 // Options returns the conversation's options.
@@ -206,9 +208,9 @@ func (c *Conversation) Plan(q Message) (Plan, error) {
 
 // Turn is the outcome of one Send.
 type Turn struct {
-	Response Response // the parsed reply (ProcessResponse)
-	Output   string   // the decoded output, special tokens by name
-	Result   Result   // token counts and timings from the generator
+	Response Response   // the parsed reply (ProcessResponse)
+	Output   string     // the decoded output, special tokens by name
+	Result   gen.Result // token counts and timings from the generator
 	// Dropped is how many old messages were removed from the history to
 	// make this turn fit; TrimNotice is true the first time that happens in
 	// this conversation (since it was started, cleared or loaded), so the
@@ -244,8 +246,8 @@ func (c *Conversation) Send(ctx context.Context, q Message, onText func(string) 
 		}
 		return nil
 	}
-	req := Request{Prompt: plan.IDs, MaxTokens: maxTokens, Stop: StopTokens(), Sampling: c.opts.Sampling}
-	res, err := c.gen.Generate(ctx, req, func(t Token) error {
+	req := gen.Request{Prompt: plan.IDs, MaxTokens: maxTokens, Stop: StopTokens(), Sampling: c.opts.Sampling}
+	res, err := c.generator.Generate(ctx, req, func(t gen.Token) error {
 		if IsStopToken(t.ID) {
 			return nil
 		}
@@ -257,7 +259,7 @@ func (c *Conversation) Send(ctx context.Context, q Message, onText func(string) 
 		if !cancelled {
 			return nil, fmt.Errorf("generate: %w", err)
 		}
-		res.Finish = FinishCancelled
+		res.Finish = gen.FinishCancelled
 	}
 	if err := show(det.Flush()); err != nil {
 		return nil, err

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/chatglm/chatglm/chat/python"
+	"github.com/chatglm/chatglm/gen"
 )
 
 // runeModel is a toy tokenizer: the dummy prefix ▁ (30910), then one id per
@@ -36,10 +37,10 @@ func (m runeModel) ContextSize() int { return m.ctx }
 
 // replyTokens is what the model generates for an ordinary reply: the
 // metadata line "▁\n", then the content as its own encode would give it.
-func replyTokens(content string) []Token {
-	toks := []Token{{30910, []byte(" ")}, {13, []byte("\n")}, {30910, []byte(" ")}}
+func replyTokens(content string) []gen.Token {
+	toks := []gen.Token{{ID: 30910, Piece: []byte(" ")}, {ID: 13, Piece: []byte("\n")}, {ID: 30910, Piece: []byte(" ")}}
 	for _, r := range content {
-		toks = append(toks, Token{runeID(r), []byte(string(r))})
+		toks = append(toks, gen.Token{ID: runeID(r), Piece: []byte(string(r))})
 	}
 	return toks
 }
@@ -48,35 +49,35 @@ func replyTokens(content string) []Token {
 // evaluates only the part of a prompt after the common prefix.
 type fakeSlot struct {
 	cache   []int32
-	replies [][]Token
-	reqs    []Request
-	results []Result
+	replies [][]gen.Token
+	reqs    []gen.Request
+	results []gen.Result
 	stopTok int32 // passed to onToken before finishing, like a careless engine
 	fail    error
 	cancel  func() // called after the first token
 }
 
-func (s *fakeSlot) Generate(ctx context.Context, req Request, onToken func(Token) error) (Result, error) {
+func (s *fakeSlot) Generate(ctx context.Context, req gen.Request, onToken func(gen.Token) error) (gen.Result, error) {
 	s.reqs = append(s.reqs, req)
 	if s.fail != nil {
-		return Result{}, s.fail
+		return gen.Result{}, s.fail
 	}
 	n := 0
 	for n < len(s.cache) && n < len(req.Prompt) && s.cache[n] == req.Prompt[n] {
 		n++
 	}
-	res := Result{PromptTokens: len(req.Prompt), CachedTokens: n, EvaluatedTokens: len(req.Prompt) - n, StopToken: -1}
+	res := gen.Result{PromptTokens: len(req.Prompt), CachedTokens: n, EvaluatedTokens: len(req.Prompt) - n, StopToken: -1}
 	s.cache = slices.Clone(req.Prompt)
 	reply := s.replies[0]
 	s.replies = s.replies[1:]
-	res.Finish = FinishStop
+	res.Finish = gen.FinishStop
 	for i, t := range reply {
 		if ctx.Err() != nil {
-			res.Finish = FinishCancelled
+			res.Finish = gen.FinishCancelled
 			break
 		}
 		if len(res.Tokens) == req.MaxTokens {
-			res.Finish = FinishLength
+			res.Finish = gen.FinishLength
 			break
 		}
 		if err := onToken(t); err != nil {
@@ -88,10 +89,10 @@ func (s *fakeSlot) Generate(ctx context.Context, req Request, onToken func(Token
 			s.cancel()
 		}
 	}
-	if res.Finish == FinishStop {
+	if res.Finish == gen.FinishStop {
 		res.StopToken = TokenUser
 		if s.stopTok != 0 {
-			_ = onToken(Token{ID: s.stopTok})
+			_ = onToken(gen.Token{ID: s.stopTok})
 		}
 	}
 	s.results = append(s.results, res)
@@ -194,7 +195,7 @@ func TestConversationTrimsOldestTurns(t *testing.T) {
 
 func TestConversationPromptTooLong(t *testing.T) {
 	m := runeModel{ctx: 50}
-	slot := &fakeSlot{replies: [][]Token{replyTokens("ok")}}
+	slot := &fakeSlot{replies: [][]gen.Token{replyTokens("ok")}}
 	c := NewConversation(m, slot, Options{})
 	c.SetSystem("sys")
 	if _, err := c.Send(context.Background(), user("hi"), nil); err != nil {
@@ -233,7 +234,7 @@ func TestConversationGenerateErrorLeavesHistory(t *testing.T) {
 
 func TestConversationStopTokenNeverShown(t *testing.T) {
 	for _, stop := range []int32{TokenEOS, TokenUser, TokenObservation} {
-		slot := &fakeSlot{replies: [][]Token{replyTokens("hi")}, stopTok: stop}
+		slot := &fakeSlot{replies: [][]gen.Token{replyTokens("hi")}, stopTok: stop}
 		c := NewConversation(runeModel{ctx: 100}, slot, Options{})
 		var sb strings.Builder
 		turn, err := c.Send(context.Background(), user("x"), func(s string) error { sb.WriteString(s); return nil })
@@ -250,14 +251,14 @@ func TestConversationCancelKeepsPartialReply(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	toks := replyTokens("一二三四五")
-	slot := &fakeSlot{replies: [][]Token{toks}}
+	slot := &fakeSlot{replies: [][]gen.Token{toks}}
 	slot.cancel = cancel
 	c := NewConversation(runeModel{ctx: 100}, slot, Options{})
 	turn, err := c.Send(ctx, user("数数"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if turn.Result.Finish != FinishCancelled {
+	if turn.Result.Finish != gen.FinishCancelled {
 		t.Fatalf("finish %q", turn.Result.Finish)
 	}
 	msgs := c.Messages()
@@ -269,12 +270,12 @@ func TestConversationCancelKeepsPartialReply(t *testing.T) {
 func TestConversationToolCallAndObservation(t *testing.T) {
 	m := runeModel{ctx: 4096}
 	call := "get_current_weather\n```python\ntool_call(location=\"beijing\", unit=\"celsius\")\n```"
-	var callToks []Token
-	callToks = append(callToks, Token{30910, []byte(" ")})
+	var callToks []gen.Token
+	callToks = append(callToks, gen.Token{ID: 30910, Piece: []byte(" ")})
 	for _, r := range call {
-		callToks = append(callToks, Token{runeID(r), []byte(string(r))})
+		callToks = append(callToks, gen.Token{ID: runeID(r), Piece: []byte(string(r))})
 	}
-	slot := &fakeSlot{replies: [][]Token{callToks, replyTokens("北京今天 22 度，晴。")}}
+	slot := &fakeSlot{replies: [][]gen.Token{callToks, replyTokens("北京今天 22 度，晴。")}}
 	c := NewConversation(m, slot, Options{})
 	sys := Message{Role: RoleSystem, Content: "Answer the following questions as best as you can. You have access to the following tools:",
 		Tools: []byte(`[{"name": "get_current_weather", "parameters": {"type": "object"}}]`)}
@@ -345,7 +346,7 @@ func TestConversationObservationKeepsItsTurn(t *testing.T) {
 }
 
 func TestConversationSystemAndClear(t *testing.T) {
-	c := NewConversation(runeModel{ctx: 100}, &fakeSlot{replies: [][]Token{replyTokens("a")}}, Options{})
+	c := NewConversation(runeModel{ctx: 100}, &fakeSlot{replies: [][]gen.Token{replyTokens("a")}}, Options{})
 	if c.System() != "" {
 		t.Fatal("system set")
 	}
@@ -369,7 +370,7 @@ func TestConversationSystemAndClear(t *testing.T) {
 
 func TestSaveLoadRoundTrip(t *testing.T) {
 	m := runeModel{ctx: 4096}
-	slot := &fakeSlot{replies: [][]Token{replyTokens("答案 <b>&</b> \"引号\"\n第二行 🙂")}}
+	slot := &fakeSlot{replies: [][]gen.Token{replyTokens("答案 <b>&</b> \"引号\"\n第二行 🙂")}}
 	c := NewConversation(m, slot, Options{})
 	sys := Message{Role: RoleSystem, Content: "tools:", Tools: []byte(`[{"z": 1, "a": 0.50, "h": "<&>"}]`)}
 	_ = c.SetMessages([]Message{sys})

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/chatglm/chatglm/binding"
+	"github.com/chatglm/chatglm/gen"
 )
 
 // Options configure an engine.
@@ -38,68 +39,6 @@ type Options struct {
 	Progress    func(float32) // model load progress
 }
 
-// Sampling are the per-request sampling settings (see binding.SamplerParams).
-type Sampling struct {
-	Temperature      float32
-	TopK             int
-	TopP             float32
-	MinP             float32
-	RepeatPenalty    float32
-	PresencePenalty  float32
-	FrequencyPenalty float32
-	RepeatLastN      int
-	Seed             uint32
-}
-
-// Request asks a slot to continue a token sequence.
-type Request struct {
-	// Prompt is the whole sequence the model should have seen; the part
-	// the slot's KV cache already holds is not evaluated again.
-	Prompt []int32
-	// MaxTokens bounds the reply (0 = until the context is full).
-	MaxTokens int
-	// Stop lists token ids that end the reply; they are not emitted.
-	Stop     []int32
-	Sampling Sampling
-}
-
-// Token is one generated token.
-type Token struct {
-	ID    int32
-	Piece []byte // the token's bytes; may be part of a UTF-8 character
-}
-
-// Finish reasons.
-const (
-	FinishStop      = "stop"      // a stop token, or the caller returned ErrStop
-	FinishLength    = "length"    // MaxTokens or the context limit
-	FinishCancelled = "cancelled" // the context was cancelled
-)
-
-// ErrStop, returned by a token callback, ends generation normally.
-var ErrStop = errors.New("engine: stop generation")
-
-// Result describes a finished generation.
-type Result struct {
-	Tokens          []int32 // generated tokens, without the stop token
-	Finish          string  // FinishStop, FinishLength or FinishCancelled
-	StopToken       int32   // the stop token, when one ended the reply (else -1)
-	PromptTokens    int     // len(Request.Prompt)
-	CachedTokens    int     // prompt tokens reused from the slot's KV cache
-	EvaluatedTokens int     // prompt tokens evaluated for this request
-	PromptTime      time.Duration
-	GenTime         time.Duration
-}
-
-// PromptTooLongError reports a prompt that does not fit the context.
-type PromptTooLongError struct {
-	Tokens, Limit int
-}
-
-func (e *PromptTooLongError) Error() string {
-	return fmt.Sprintf("prompt of %d tokens does not fit the context of %d tokens", e.Tokens, e.Limit)
-}
-
 // Engine serves one model to several slots.
 type Engine struct {
 	model   *binding.Model
@@ -117,19 +56,9 @@ type Engine struct {
 	loopDone chan struct{}
 	closed   atomic.Bool
 
-	stats   Stats
+	stats   gen.Stats
 	statMu  sync.Mutex
 	waiting atomic.Int64
-}
-
-// Stats are running totals for monitoring.
-type Stats struct {
-	Requests        int64
-	PromptTokens    int64 // evaluated prompt tokens
-	GeneratedTokens int64
-	Active          int64 // requests generating now
-	Waiting         int64 // callers waiting for a slot
-	DecodeSteps     int64
 }
 
 // Open loads the model and creates the context and slots.
@@ -230,7 +159,7 @@ func (e *Engine) ContextSize() int { return e.ctxSize }
 func (e *Engine) Parallel() int { return e.opts.Parallel }
 
 // Stats returns the running totals.
-func (e *Engine) Stats() Stats {
+func (e *Engine) Stats() gen.Stats {
 	e.statMu.Lock()
 	s := e.stats
 	e.statMu.Unlock()
@@ -238,7 +167,7 @@ func (e *Engine) Stats() Stats {
 	return s
 }
 
-func (e *Engine) addStats(f func(*Stats)) {
+func (e *Engine) addStats(f func(*gen.Stats)) {
 	e.statMu.Lock()
 	f(&e.stats)
 	e.statMu.Unlock()
@@ -346,9 +275,9 @@ func (s *Slot) Release() {
 // while, delays no other job.
 type outbox struct {
 	mu    sync.Mutex
-	toks  []Token
-	done  *Result // the end of a finished generation
-	err   error   // or the error that ended it
+	toks  []gen.Token
+	done  *gen.Result // the end of a finished generation
+	err   error       // or the error that ended it
 	ended bool
 	ready chan struct{} // holds a signal while something is waiting
 }
@@ -363,7 +292,7 @@ func (o *outbox) signal() {
 }
 
 // push queues a token.
-func (o *outbox) push(t Token) {
+func (o *outbox) push(t gen.Token) {
 	o.mu.Lock()
 	o.toks = append(o.toks, t)
 	o.mu.Unlock()
@@ -371,7 +300,7 @@ func (o *outbox) push(t Token) {
 }
 
 // end records how the job ended; later calls are ignored.
-func (o *outbox) end(res *Result, err error) {
+func (o *outbox) end(res *gen.Result, err error) {
 	o.mu.Lock()
 	if !o.ended {
 		o.done, o.err, o.ended = res, err, true
@@ -382,7 +311,7 @@ func (o *outbox) end(res *Result, err error) {
 
 // take waits for news and returns the queued tokens and, once the job has
 // ended, ended = true with its result or error.
-func (o *outbox) take() (toks []Token, ended bool, res *Result, err error) {
+func (o *outbox) take() (toks []gen.Token, ended bool, res *gen.Result, err error) {
 	<-o.ready
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -391,34 +320,30 @@ func (o *outbox) take() (toks []Token, ended bool, res *Result, err error) {
 }
 
 // Generate continues req.Prompt in this slot and calls onToken for every
-// generated token, from the caller's goroutine. onToken may return ErrStop
+// generated token, from the caller's goroutine. onToken may return gen.ErrStop
 // to end the reply normally, or another error to abort it.
-func (s *Slot) Generate(ctx context.Context, req Request, onToken func(Token) error) (Result, error) {
+func (s *Slot) Generate(ctx context.Context, req gen.Request, onToken func(gen.Token) error) (gen.Result, error) {
 	if s.e.closed.Load() {
-		return Result{}, ErrClosed
+		return gen.Result{}, ErrClosed
 	}
 	if !s.busy.CompareAndSwap(false, true) {
-		return Result{}, fmt.Errorf("engine: slot %d is already generating", s.id)
+		return gen.Result{}, fmt.Errorf("engine: slot %d is already generating", s.id)
 	}
 	defer s.busy.Store(false)
 	if len(req.Prompt) == 0 {
-		return Result{}, fmt.Errorf("engine: empty prompt")
+		return gen.Result{}, fmt.Errorf("engine: empty prompt")
 	}
 	if len(req.Prompt) >= s.e.ctxSize {
-		return Result{}, &PromptTooLongError{Tokens: len(req.Prompt), Limit: s.e.ctxSize}
+		return gen.Result{}, &gen.PromptTooLongError{PromptTokens: len(req.Prompt), MaxTokens: req.MaxTokens, Limit: s.e.ctxSize}
 	}
 	for i, t := range req.Prompt {
 		if !s.e.model.ValidToken(t) {
-			return Result{}, fmt.Errorf("engine: prompt token %d at %d out of range [0, %d)", t, i, s.e.model.VocabSize())
+			return gen.Result{}, fmt.Errorf("engine: prompt token %d at %d out of range [0, %d)", t, i, s.e.model.VocabSize())
 		}
 	}
-	smp, err := binding.NewSampler(binding.SamplerParams{
-		Temperature: req.Sampling.Temperature, TopK: req.Sampling.TopK, TopP: req.Sampling.TopP, MinP: req.Sampling.MinP,
-		RepeatPenalty: req.Sampling.RepeatPenalty, PresencePenalty: req.Sampling.PresencePenalty,
-		FrequencyPenalty: req.Sampling.FrequencyPenalty, PenaltyLastN: req.Sampling.RepeatLastN, Seed: req.Sampling.Seed,
-	})
+	smp, err := binding.NewSampler(req.Sampling)
 	if err != nil {
-		return Result{}, err
+		return gen.Result{}, err
 	}
 	jctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -433,7 +358,7 @@ func (s *Slot) Generate(ctx context.Context, req Request, onToken func(Token) er
 	case s.e.jobs <- j:
 	case <-s.e.quit:
 		smp.Close()
-		return Result{}, ErrClosed
+		return gen.Result{}, ErrClosed
 	}
 	// The scheduler owns the sampler from here and closes it.
 	var cbErr error
@@ -452,17 +377,17 @@ func (s *Slot) Generate(ctx context.Context, req Request, onToken func(Token) er
 			continue
 		}
 		if err != nil {
-			return Result{}, err
+			return gen.Result{}, err
 		}
 		res := *done
-		if errors.Is(cbErr, ErrStop) {
-			res.Finish = FinishStop
+		if errors.Is(cbErr, gen.ErrStop) {
+			res.Finish = gen.FinishStop
 			return res, nil
 		}
 		if cbErr != nil {
 			return res, cbErr
 		}
-		if res.Finish == FinishCancelled && ctx.Err() != nil {
+		if res.Finish == gen.FinishCancelled && ctx.Err() != nil {
 			return res, ctx.Err()
 		}
 		return res, nil

@@ -10,6 +10,7 @@ import (
 
 	"github.com/chatglm/chatglm/binding"
 	"github.com/chatglm/chatglm/engine"
+	"github.com/chatglm/chatglm/gen"
 	"github.com/chatglm/chatglm/internal/testgguf"
 )
 
@@ -37,19 +38,19 @@ func openSized(t *testing.T, parallel, ctx, batch int) *engine.Engine {
 
 var prompt = []int32{64790, 64792, 64795, 30910, 13, 36474, 54591, 64796}
 
-func greedy(n int) engine.Request {
-	return engine.Request{Prompt: prompt, MaxTokens: n}
+func greedy(n int) gen.Request {
+	return gen.Request{Prompt: prompt, MaxTokens: n}
 }
 
-func generate(t *testing.T, e *engine.Engine, req engine.Request) (engine.Result, []engine.Token) {
+func generate(t *testing.T, e *engine.Engine, req gen.Request) (gen.Result, []gen.Token) {
 	t.Helper()
 	s, err := e.Acquire(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Release()
-	var toks []engine.Token
-	res, err := s.Generate(context.Background(), req, func(tok engine.Token) error {
+	var toks []gen.Token
+	res, err := s.Generate(context.Background(), req, func(tok gen.Token) error {
 		toks = append(toks, tok)
 		return nil
 	})
@@ -62,7 +63,7 @@ func generate(t *testing.T, e *engine.Engine, req engine.Request) (engine.Result
 func TestGreedyDeterministicAndStreamed(t *testing.T) {
 	e := open(t, 1)
 	a, streamed := generate(t, e, greedy(12))
-	if len(a.Tokens) != 12 || a.Finish != engine.FinishLength {
+	if len(a.Tokens) != 12 || a.Finish != gen.FinishLength {
 		t.Fatalf("result: %d tokens, finish %q", len(a.Tokens), a.Finish)
 	}
 	for i, tok := range streamed {
@@ -90,7 +91,7 @@ func TestKVReuseAcrossTurns(t *testing.T) {
 	ctx := context.Background()
 	history := slices.Clone(prompt)
 	for turn := 0; turn < 4; turn++ {
-		res, err := s.Generate(ctx, engine.Request{Prompt: history, MaxTokens: 5}, func(engine.Token) error { return nil })
+		res, err := s.Generate(ctx, gen.Request{Prompt: history, MaxTokens: 5}, func(gen.Token) error { return nil })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -106,7 +107,7 @@ func TestKVReuseAcrossTurns(t *testing.T) {
 		history = append(append(history, res.Tokens...), newTurn...)
 	}
 	// A different prompt throws away what no longer matches.
-	res, err := s.Generate(ctx, engine.Request{Prompt: []int32{64790, 64792, 64795, 100, 200}, MaxTokens: 1}, func(engine.Token) error { return nil })
+	res, err := s.Generate(ctx, gen.Request{Prompt: []int32{64790, 64792, 64795, 100, 200}, MaxTokens: 1}, func(gen.Token) error { return nil })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +125,7 @@ func TestParallelMatchesSerial(t *testing.T) {
 	serial := open(t, 1)
 	var want [][]int32
 	for _, p := range prompts {
-		res, _ := generate(t, serial, engine.Request{Prompt: p, MaxTokens: 10})
+		res, _ := generate(t, serial, gen.Request{Prompt: p, MaxTokens: 10})
 		want = append(want, res.Tokens)
 	}
 	par := open(t, 3)
@@ -140,7 +141,7 @@ func TestParallelMatchesSerial(t *testing.T) {
 				return
 			}
 			defer s.Release()
-			res, err := s.Generate(context.Background(), engine.Request{Prompt: p, MaxTokens: 10}, func(engine.Token) error { return nil })
+			res, err := s.Generate(context.Background(), gen.Request{Prompt: p, MaxTokens: 10}, func(gen.Token) error { return nil })
 			if err != nil {
 				t.Error(err)
 				return
@@ -162,21 +163,21 @@ func TestParallelMatchesSerial(t *testing.T) {
 func TestStopsAndLimits(t *testing.T) {
 	e := open(t, 1)
 	first, _ := generate(t, e, greedy(3))
-	res, toks := generate(t, e, engine.Request{Prompt: prompt, MaxTokens: 10, Stop: []int32{first.Tokens[1]}})
-	if res.Finish != engine.FinishStop || res.StopToken != first.Tokens[1] || len(res.Tokens) != 1 || len(toks) != 1 {
+	res, toks := generate(t, e, gen.Request{Prompt: prompt, MaxTokens: 10, Stop: []int32{first.Tokens[1]}})
+	if res.Finish != gen.FinishStop || res.StopToken != first.Tokens[1] || len(res.Tokens) != 1 || len(toks) != 1 {
 		t.Errorf("stop token: %+v, streamed %d", res, len(toks))
 	}
 	s, _ := e.Acquire(context.Background())
 	n := 0
-	res, err := s.Generate(context.Background(), greedy(50), func(engine.Token) error {
+	res, err := s.Generate(context.Background(), greedy(50), func(gen.Token) error {
 		n++
 		if n == 4 {
-			return engine.ErrStop
+			return gen.ErrStop
 		}
 		return nil
 	})
 	s.Release()
-	if err != nil || res.Finish != engine.FinishStop || len(res.Tokens) < 4 {
+	if err != nil || res.Finish != gen.FinishStop || len(res.Tokens) < 4 {
 		t.Errorf("ErrStop: err %v finish %q tokens %d", err, res.Finish, len(res.Tokens))
 	}
 	// Generation ends at the context limit, never past it.
@@ -184,8 +185,8 @@ func TestStopsAndLimits(t *testing.T) {
 	for i := range long {
 		long[i] = int32(100 + i)
 	}
-	res, _ = generate(t, e, engine.Request{Prompt: long})
-	if res.Finish != engine.FinishLength || len(long)+len(res.Tokens) > e.ContextSize() {
+	res, _ = generate(t, e, gen.Request{Prompt: long})
+	if res.Finish != gen.FinishLength || len(long)+len(res.Tokens) > e.ContextSize() {
 		t.Errorf("context limit: finish %q, %d+%d tokens in %d", res.Finish, len(long), len(res.Tokens), e.ContextSize())
 	}
 }
@@ -194,23 +195,23 @@ func TestBadRequests(t *testing.T) {
 	e := open(t, 1)
 	s, _ := e.Acquire(context.Background())
 	defer s.Release()
-	noop := func(engine.Token) error { return nil }
+	noop := func(gen.Token) error { return nil }
 	ctx := context.Background()
-	var tooLong *engine.PromptTooLongError
-	if _, err := s.Generate(ctx, engine.Request{Prompt: make([]int32, 300)}, noop); !errors.As(err, &tooLong) || tooLong.Tokens != 300 || tooLong.Limit != 256 {
+	var tooLong *gen.PromptTooLongError
+	if _, err := s.Generate(ctx, gen.Request{Prompt: make([]int32, 300)}, noop); !errors.As(err, &tooLong) || tooLong.PromptTokens != 300 || tooLong.Limit != 256 {
 		t.Errorf("prompt too long: %v", err)
 	}
-	if _, err := s.Generate(ctx, engine.Request{Prompt: []int32{1, 99999}}, noop); err == nil {
+	if _, err := s.Generate(ctx, gen.Request{Prompt: []int32{1, 99999}}, noop); err == nil {
 		t.Error("token out of range accepted")
 	}
-	if _, err := s.Generate(ctx, engine.Request{}, noop); err == nil {
+	if _, err := s.Generate(ctx, gen.Request{}, noop); err == nil {
 		t.Error("empty prompt accepted")
 	}
-	if _, err := s.Generate(ctx, engine.Request{Prompt: prompt, Sampling: engine.Sampling{Temperature: 1, TopP: 3}}, noop); err == nil {
+	if _, err := s.Generate(ctx, gen.Request{Prompt: prompt, Sampling: gen.Sampling{Temperature: 1, TopP: 3}}, noop); err == nil {
 		t.Error("bad sampling accepted")
 	}
 	wantErr := errors.New("client went away")
-	if _, err := s.Generate(ctx, greedy(20), func(engine.Token) error { return wantErr }); !errors.Is(err, wantErr) {
+	if _, err := s.Generate(ctx, greedy(20), func(gen.Token) error { return wantErr }); !errors.Is(err, wantErr) {
 		t.Errorf("callback error: %v", err)
 	}
 }
@@ -220,14 +221,14 @@ func TestCancelFreesTheSlot(t *testing.T) {
 	s, _ := e.Acquire(context.Background())
 	ctx, cancel := context.WithCancel(context.Background())
 	n := 0
-	res, err := s.Generate(ctx, engine.Request{Prompt: prompt}, func(engine.Token) error {
+	res, err := s.Generate(ctx, gen.Request{Prompt: prompt}, func(gen.Token) error {
 		n++
 		if n == 3 {
 			cancel()
 		}
 		return nil
 	})
-	if !errors.Is(err, context.Canceled) || res.Finish != engine.FinishCancelled {
+	if !errors.Is(err, context.Canceled) || res.Finish != gen.FinishCancelled {
 		t.Errorf("cancel: err %v finish %q", err, res.Finish)
 	}
 	// A waiter gets the slot once it is released.
@@ -246,7 +247,7 @@ func TestCancelFreesTheSlot(t *testing.T) {
 	}
 	s.Release()
 	s2 := <-got
-	res, err = s2.Generate(context.Background(), greedy(4), func(engine.Token) error { return nil })
+	res, err = s2.Generate(context.Background(), greedy(4), func(gen.Token) error { return nil })
 	if err != nil || len(res.Tokens) != 4 {
 		t.Errorf("after cancel: %v %+v", err, res)
 	}
@@ -266,9 +267,9 @@ func TestAcquirePrefersCachedPrefix(t *testing.T) {
 	other := []int32{64790, 64792, 64795, 30910, 13, 13755, 993, 64796}
 	a, _ := e.Acquire(context.Background())
 	b, _ := e.Acquire(context.Background())
-	noop := func(engine.Token) error { return nil }
-	a.Generate(context.Background(), engine.Request{Prompt: prompt, MaxTokens: 1}, noop)
-	b.Generate(context.Background(), engine.Request{Prompt: other, MaxTokens: 1}, noop)
+	noop := func(gen.Token) error { return nil }
+	a.Generate(context.Background(), gen.Request{Prompt: prompt, MaxTokens: 1}, noop)
+	b.Generate(context.Background(), gen.Request{Prompt: other, MaxTokens: 1}, noop)
 	a.Release()
 	b.Release()
 	s, _ := e.AcquireFor(context.Background(), append(slices.Clone(other), 5, 6))
@@ -304,14 +305,14 @@ func TestStalledConsumerDoesNotStallOthers(t *testing.T) {
 
 	unblock := make(chan struct{})
 	type outcome struct {
-		res      engine.Result
+		res      gen.Result
 		streamed []int32
 		err      error
 	}
 	stalledDone := make(chan outcome, 1)
 	go func() {
 		var got []int32
-		res, err := stalled.Generate(context.Background(), engine.Request{Prompt: prompt, MaxTokens: 600}, func(tok engine.Token) error {
+		res, err := stalled.Generate(context.Background(), gen.Request{Prompt: prompt, MaxTokens: 600}, func(tok gen.Token) error {
 			if len(got) == 0 {
 				<-unblock // stop reading after the first token
 			}
@@ -331,7 +332,7 @@ func TestStalledConsumerDoesNotStallOthers(t *testing.T) {
 	}
 	otherDone := make(chan outcome, 1)
 	go func() {
-		res, err := other.Generate(context.Background(), engine.Request{Prompt: prompt, MaxTokens: 300}, func(engine.Token) error { return nil })
+		res, err := other.Generate(context.Background(), gen.Request{Prompt: prompt, MaxTokens: 300}, func(gen.Token) error { return nil })
 		otherDone <- outcome{res: res, err: err}
 	}()
 	select {
@@ -359,7 +360,7 @@ func TestGenerateAfterClose(t *testing.T) {
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Generate(context.Background(), greedy(4), func(engine.Token) error { return nil }); !errors.Is(err, engine.ErrClosed) {
+	if _, err := s.Generate(context.Background(), greedy(4), func(gen.Token) error { return nil }); !errors.Is(err, engine.ErrClosed) {
 		t.Errorf("Generate after Close: %v", err)
 	}
 	if e.Model().VocabSize() != 65024 || e.ContextSize() != 256 {
@@ -382,7 +383,7 @@ func TestCloseDuringGenerate(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			n := 0
-			res, err := s.Generate(context.Background(), engine.Request{Prompt: prompt}, func(engine.Token) error {
+			res, err := s.Generate(context.Background(), gen.Request{Prompt: prompt}, func(gen.Token) error {
 				if n++; n == 1 {
 					started <- struct{}{}
 				}
@@ -391,7 +392,7 @@ func TestCloseDuringGenerate(t *testing.T) {
 			if err != nil && !errors.Is(err, engine.ErrClosed) {
 				t.Errorf("generate during Close: %v", err)
 			}
-			if err == nil && res.Finish != engine.FinishCancelled && res.Finish != engine.FinishLength {
+			if err == nil && res.Finish != gen.FinishCancelled && res.Finish != gen.FinishLength {
 				t.Errorf("generate during Close: finish %q", res.Finish)
 			}
 		}()
@@ -408,7 +409,7 @@ func TestCloseDuringGenerate(t *testing.T) {
 // rows over more steps; every reply matches the reply alone.
 func TestMoreSlotsThanBatchRows(t *testing.T) {
 	serial := open(t, 1)
-	want, _ := generate(t, serial, engine.Request{Prompt: prompt, MaxTokens: 6})
+	want, _ := generate(t, serial, gen.Request{Prompt: prompt, MaxTokens: 6})
 	e := openSized(t, 3, 256, 2)
 	var wg sync.WaitGroup
 	for range 3 {
@@ -417,7 +418,7 @@ func TestMoreSlotsThanBatchRows(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			defer s.Release()
-			res, err := s.Generate(context.Background(), engine.Request{Prompt: prompt, MaxTokens: 6}, func(engine.Token) error { return nil })
+			res, err := s.Generate(context.Background(), gen.Request{Prompt: prompt, MaxTokens: 6}, func(gen.Token) error { return nil })
 			if err != nil || !slices.Equal(res.Tokens, want.Tokens) {
 				t.Errorf("slot %d: err %v, tokens %v, alone %v", s.ID(), err, res.Tokens, want.Tokens)
 			}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/chatglm/chatglm/binding"
+	"github.com/chatglm/chatglm/gen"
 )
 
 // job is a request in the scheduler.
@@ -14,7 +15,7 @@ type job struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	slot    *Slot
-	req     Request
+	req     gen.Request
 	out     *outbox
 	sampler *binding.Sampler
 	stop    map[int32]bool
@@ -22,7 +23,7 @@ type job struct {
 	pending  []int32 // prompt tokens still to evaluate
 	last     int32   // token to feed next during generation
 	feedLast bool
-	res      Result
+	res      gen.Result
 	started  time.Time
 	firstTok time.Time
 	done     bool // finished; the scheduler drops it after the step
@@ -63,7 +64,7 @@ func (e *Engine) loop() {
 // shutdown ends the jobs still active as cancelled and frees the batch.
 func (sc *scheduler) shutdown() {
 	for _, j := range sc.active {
-		sc.finish(j, FinishCancelled, nil)
+		sc.finish(j, gen.FinishCancelled, nil)
 	}
 	sc.active = nil
 	sc.batch.Close()
@@ -114,7 +115,7 @@ func (sc *scheduler) dropCancelled() {
 	kept := sc.active[:0]
 	for _, j := range sc.active {
 		if j.ctx.Err() != nil {
-			sc.finish(j, FinishCancelled, nil)
+			sc.finish(j, gen.FinishCancelled, nil)
 			continue
 		}
 		kept = append(kept, j)
@@ -180,7 +181,7 @@ func (sc *scheduler) decodeStep(jobs []*job) {
 		return
 	}
 	err := sc.e.decode(sc.batch)
-	sc.e.addStats(func(s *Stats) { s.DecodeSteps++ })
+	sc.e.addStats(func(s *gen.Stats) { s.DecodeSteps++ })
 	if err != nil {
 		for _, j := range jobs {
 			sc.rollback(j)
@@ -231,7 +232,7 @@ func (sc *scheduler) advance(j *job) {
 		e.setCached(j.slot, append(j.slot.cached, j.pending[:n]...))
 		j.pending = j.pending[n:]
 		j.res.EvaluatedTokens += n
-		e.addStats(func(s *Stats) { s.PromptTokens += int64(n) })
+		e.addStats(func(s *gen.Stats) { s.EvaluatedPromptTokens += int64(n) })
 	}
 	if j.row < 0 {
 		return // more prompt to evaluate, or no room in this step
@@ -246,12 +247,12 @@ func (sc *scheduler) advance(j *job) {
 	}
 	if j.stop[tok] {
 		j.res.StopToken = tok
-		sc.finish(j, FinishStop, nil)
+		sc.finish(j, gen.FinishStop, nil)
 		return
 	}
 	sc.deliver(j, tok)
 	if (j.req.MaxTokens > 0 && len(j.res.Tokens) >= j.req.MaxTokens) || len(j.slot.cached)+1 >= e.ctxSize {
-		sc.finish(j, FinishLength, nil)
+		sc.finish(j, gen.FinishLength, nil)
 		return
 	}
 	j.last, j.feedLast = tok, true
@@ -262,8 +263,8 @@ func (sc *scheduler) advance(j *job) {
 func (sc *scheduler) deliver(j *job, tok int32) {
 	piece, _ := sc.e.model.TokenPiece(tok, false)
 	j.res.Tokens = append(j.res.Tokens, tok)
-	sc.e.addStats(func(s *Stats) { s.GeneratedTokens++ })
-	j.out.push(Token{ID: tok, Piece: piece})
+	sc.e.addStats(func(s *gen.Stats) { s.GeneratedTokens++ })
+	j.out.push(gen.Token{ID: tok, Piece: piece})
 }
 
 // finish ends a job with a reason, or with err, and tells its caller.
@@ -275,7 +276,7 @@ func (sc *scheduler) finish(j *job, reason string, err error) {
 	j.sampler.Close()
 	// Counted before the caller hears of the end, so that it sees the
 	// stats without this job.
-	sc.e.addStats(func(s *Stats) { s.Active-- })
+	sc.e.addStats(func(s *gen.Stats) { s.Active-- })
 	if err != nil {
 		j.out.end(nil, err)
 	} else {
@@ -302,7 +303,7 @@ func (e *Engine) setCached(s *Slot, cached []int32) {
 // start prepares a job: it reuses the slot's cached prefix and removes the
 // rest of the slot's KV cells.
 func (e *Engine) start(j *job) *job {
-	e.addStats(func(s *Stats) { s.Requests++; s.Active++ })
+	e.addStats(func(s *gen.Stats) { s.Requests++; s.Active++ })
 	s := j.slot
 	n := commonPrefix(s.cached, j.req.Prompt)
 	if n == len(j.req.Prompt) {

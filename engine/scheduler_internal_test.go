@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/chatglm/chatglm/binding"
+	"github.com/chatglm/chatglm/gen"
 	"github.com/chatglm/chatglm/internal/testgguf"
 )
 
@@ -71,7 +72,7 @@ func TestFailedDecodeFailsOnlyItsJob(t *testing.T) {
 	want := make([][]int32, len(prompts))
 	for i, p := range prompts {
 		s, _ := alone.Acquire(context.Background())
-		res, err := s.Generate(context.Background(), Request{Prompt: p, MaxTokens: 10}, func(Token) error { return nil })
+		res, err := s.Generate(context.Background(), gen.Request{Prompt: p, MaxTokens: 10}, func(gen.Token) error { return nil })
 		s.Release()
 		if err != nil {
 			t.Fatal(err)
@@ -112,7 +113,7 @@ func TestFailedDecodeFailsOnlyItsJob(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res, err := s.Generate(context.Background(), Request{Prompt: prompts[s.ID()], MaxTokens: 10}, func(Token) error { return nil })
+			res, err := s.Generate(context.Background(), gen.Request{Prompt: prompts[s.ID()], MaxTokens: 10}, func(gen.Token) error { return nil })
 			got[s.ID()], errs[s.ID()] = res.Tokens, err
 		}()
 	}

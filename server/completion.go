@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/chatglm/chatglm/chat"
+	"github.com/chatglm/chatglm/gen"
 )
 
 func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request) {
@@ -72,7 +73,7 @@ func (s *Server) completionSpec(st *ready, req *completionRequest) (*genSpec, er
 	}
 	maxTokens, err = s.fit(st, prompt, maxTokens)
 	if err != nil {
-		if tl, ok := err.(*PromptTooLongError); ok {
+		if tl, ok := err.(*gen.PromptTooLongError); ok {
 			ae := asAPIError(tl)
 			ae.Param = strPtr("prompt")
 			return nil, ae

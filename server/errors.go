@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+
+	"github.com/chatglm/chatglm/gen"
 )
 
 // APIError is an error in OpenAI's shape, with the HTTP status it is sent
@@ -72,7 +74,7 @@ func asAPIError(err error) *APIError {
 	if errors.As(err, &ae) {
 		return ae
 	}
-	var tl *PromptTooLongError
+	var tl *gen.PromptTooLongError
 	if errors.As(err, &tl) {
 		return newAPIError(http.StatusBadRequest, typeInvalidRequest, "context_length_exceeded", "messages", "%s", capitalize(tl.Error()))
 	}

@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/chatglm/chatglm/chat"
+	"github.com/chatglm/chatglm/gen"
 )
 
 // fakeBackend is a scripted Backend: a rune-per-token tokenizer and
@@ -22,12 +23,12 @@ type fakeBackend struct {
 	pieces map[int32]string
 
 	// reply returns the tokens a generation emits (default: "Hello!").
-	reply func(req chat.Request) []chat.Token
+	reply func(req gen.Request) []gen.Token
 	// hold, when not nil, makes a generation wait for it (or for its
 	// context) after its tokens, before finishing.
 	hold chan struct{}
 	// started receives every request a sequence starts generating.
-	started chan chat.Request
+	started chan gen.Request
 	// stubborn, when not nil, makes a generation wait for it after its
 	// tokens, ignoring its context (a backend slow to notice a cancel).
 	stubborn chan struct{}
@@ -45,7 +46,7 @@ type fakeBackend struct {
 
 func newFake(parallel, ctxSize int) *fakeBackend {
 	f := &fakeBackend{ctxSize: ctxSize, parallel: parallel, free: make(chan *fakeSeq, parallel),
-		ids: map[string]int32{}, pieces: map[int32]string{}, started: make(chan chat.Request, 100)}
+		ids: map[string]int32{}, pieces: map[int32]string{}, started: make(chan gen.Request, 100)}
 	for i := 0; i < parallel; i++ {
 		f.free <- &fakeSeq{f: f}
 	}
@@ -80,19 +81,19 @@ func (f *fakeBackend) Tokenize(text string) ([]int32, error) {
 
 // text tokens: one token per rune of each string; int32 values are special
 // ids.
-func (f *fakeBackend) toks(parts ...any) []chat.Token {
-	var out []chat.Token
+func (f *fakeBackend) toks(parts ...any) []gen.Token {
+	var out []gen.Token
 	for _, p := range parts {
 		switch p := p.(type) {
 		case string:
 			for len(p) > 0 {
 				_, n := utf8.DecodeRuneInString(p)
-				out = append(out, chat.Token{ID: f.id(p[:n]), Piece: []byte(p[:n])})
+				out = append(out, gen.Token{ID: f.id(p[:n]), Piece: []byte(p[:n])})
 				p = p[n:]
 			}
 		case int32:
-			out = append(out, chat.Token{ID: p})
-		case chat.Token:
+			out = append(out, gen.Token{ID: p})
+		case gen.Token:
 			out = append(out, p)
 		}
 	}
@@ -111,8 +112,8 @@ func (f *fakeBackend) Acquire(ctx context.Context, prompt []int32) (Sequence, er
 	}
 }
 
-func (f *fakeBackend) Stats() BackendStats {
-	return BackendStats{GeneratedTokens: f.generated.Load(), Active: f.active.Load()}
+func (f *fakeBackend) Stats() gen.Stats {
+	return gen.Stats{GeneratedTokens: f.generated.Load(), Active: f.active.Load()}
 }
 
 type fakeSeq struct {
@@ -124,7 +125,7 @@ func (s *fakeSeq) Release() {
 	s.f.free <- s
 }
 
-func (s *fakeSeq) Generate(ctx context.Context, req chat.Request, onToken func(chat.Token) error) (chat.Result, error) {
+func (s *fakeSeq) Generate(ctx context.Context, req gen.Request, onToken func(gen.Token) error) (gen.Result, error) {
 	f := s.f
 	f.active.Add(1)
 	defer f.active.Add(-1)
@@ -132,7 +133,7 @@ func (s *fakeSeq) Generate(ctx context.Context, req chat.Request, onToken func(c
 	case f.started <- req:
 	default:
 	}
-	res := chat.Result{PromptTokens: len(req.Prompt), EvaluatedTokens: len(req.Prompt), StopToken: -1}
+	res := gen.Result{PromptTokens: len(req.Prompt), EvaluatedTokens: len(req.Prompt), StopToken: -1}
 	toks := f.toks("\n", "Hello!")
 	if f.reply != nil {
 		toks = f.reply(req)
@@ -140,20 +141,20 @@ func (s *fakeSeq) Generate(ctx context.Context, req chat.Request, onToken func(c
 	for _, t := range toks {
 		if ctx.Err() != nil {
 			f.cancelled.Add(1)
-			res.Finish = chat.FinishCancelled
+			res.Finish = gen.FinishCancelled
 			return res, ctx.Err()
 		}
 		res.Tokens = append(res.Tokens, t.ID)
 		f.generated.Add(1)
 		if err := onToken(t); err != nil {
-			if err == ErrStop {
-				res.Finish = chat.FinishStop
+			if err == gen.ErrStop {
+				res.Finish = gen.FinishStop
 				return res, nil
 			}
 			return res, err
 		}
 		if req.MaxTokens > 0 && len(res.Tokens) >= req.MaxTokens {
-			res.Finish = chat.FinishLength
+			res.Finish = gen.FinishLength
 			return res, nil
 		}
 	}
@@ -165,11 +166,11 @@ func (s *fakeSeq) Generate(ctx context.Context, req chat.Request, onToken func(c
 		case <-f.hold:
 		case <-ctx.Done():
 			f.cancelled.Add(1)
-			res.Finish = chat.FinishCancelled
+			res.Finish = gen.FinishCancelled
 			return res, ctx.Err()
 		}
 	}
-	res.Finish, res.StopToken = chat.FinishStop, chat.TokenUser
+	res.Finish, res.StopToken = gen.FinishStop, chat.TokenUser
 	return res, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/chatglm/chatglm/chat"
+	"github.com/chatglm/chatglm/gen"
 )
 
 // genSpec is one generation a request asks for.
@@ -19,7 +20,7 @@ type genSpec struct {
 	prompt    []int32
 	maxTokens int
 	stopIDs   []int32
-	sampling  chat.Sampling
+	sampling  gen.Sampling
 	stops     []string // stop sequences in the reply text
 	out       output
 	// release gives back the request's place among the running and
@@ -31,7 +32,7 @@ type genSpec struct {
 // output turns generated tokens into the text the client receives.
 type output interface {
 	// add returns the text completed by one token.
-	add(t chat.Token) string
+	add(t gen.Token) string
 	// finish returns the text still held at the end and, for a chat reply
 	// that ends in a function call, the call.
 	finish(stopped bool) (string, *chat.ToolCall)
@@ -55,7 +56,7 @@ var (
 
 // samplingParams applies a request's sampling fields to the defaults and
 // validates them. maxTokens is 0 when the request gives none.
-func (s *Server) samplingParams(f *samplingFields) (smp chat.Sampling, maxTokens int, stops []string, err error) {
+func (s *Server) samplingParams(f *samplingFields) (smp gen.Sampling, maxTokens int, stops []string, err error) {
 	smp = s.opts.Sampling
 	if f.N != nil && *f.N != 1 {
 		return smp, 0, nil, badRequest("n", "n=%d is not supported: this server returns exactly one choice (n=1)", *f.N)
@@ -112,7 +113,7 @@ func (s *Server) samplingParams(f *samplingFields) (smp chat.Sampling, maxTokens
 	}
 	if f.Seed != nil {
 		smp.Seed = uint32(uint64(*f.Seed))
-		if smp.Seed == RandomSeed {
+		if smp.Seed == gen.RandomSeed {
 			smp.Seed--
 		}
 	}
@@ -144,7 +145,7 @@ func (s *Server) samplingParams(f *samplingFields) (smp chat.Sampling, maxTokens
 func (s *Server) fit(st *ready, prompt []int32, maxTokens int) (int, error) {
 	limit := st.b.ContextSize()
 	if len(prompt) >= limit || (maxTokens > 0 && maxTokens > limit-len(prompt)) {
-		return 0, &PromptTooLongError{PromptTokens: len(prompt), MaxTokens: maxTokens, Limit: limit}
+		return 0, &gen.PromptTooLongError{PromptTokens: len(prompt), MaxTokens: maxTokens, Limit: limit}
 	}
 	room := limit - len(prompt)
 	if maxTokens == 0 {
@@ -217,21 +218,21 @@ func (s *Server) generate(ctx context.Context, st *ready, spec *genSpec, onStart
 			}
 		}
 		if hit {
-			return ErrStop
+			return gen.ErrStop
 		}
 		return nil
 	}
-	req := chat.Request{Prompt: spec.prompt, MaxTokens: spec.maxTokens, Stop: spec.stopIDs, Sampling: spec.sampling}
+	req := gen.Request{Prompt: spec.prompt, MaxTokens: spec.maxTokens, Stop: spec.stopIDs, Sampling: spec.sampling}
 	start := time.Now()
 	first := true
-	gr, err := seq.Generate(ctx, req, func(t chat.Token) error {
+	gr, err := seq.Generate(ctx, req, func(t gen.Token) error {
 		if first {
 			first = false
 			s.metrics.firstToken(time.Since(queued))
 		}
 		s.metrics.token()
 		err := send(spec.out.add(t))
-		if err != nil && !errors.Is(err, ErrStop) {
+		if err != nil && !errors.Is(err, gen.ErrStop) {
 			cancel(err) // the engine frees the sequence without waiting for this callback's caller
 		}
 		return err
@@ -242,12 +243,12 @@ func (s *Server) generate(ctx context.Context, st *ready, spec *genSpec, onStart
 		return res, contextError(ctx, err, "generating")
 	}
 	res.finish = gr.Finish
-	if res.finish != chat.FinishLength {
+	if res.finish != gen.FinishLength {
 		res.finish = "stop"
 	}
 	tail, tc := spec.out.finish(sm.hit)
 	if !sm.hit {
-		if err := send(tail); err != nil && !errors.Is(err, ErrStop) {
+		if err := send(tail); err != nil && !errors.Is(err, gen.ErrStop) {
 			return res, err
 		}
 		if !sm.hit {
@@ -316,7 +317,7 @@ func newChatOutput(hasTools bool, forcedPrefix string, forcedFirst int32) *chatO
 	return o
 }
 
-func (o *chatOutput) add(t chat.Token) string {
+func (o *chatOutput) add(t gen.Token) string {
 	if chat.IsStopToken(t.ID) {
 		return ""
 	}
@@ -357,7 +358,7 @@ type rawOutput struct {
 	asm chat.UTF8Assembler
 }
 
-func (o *rawOutput) add(t chat.Token) string {
+func (o *rawOutput) add(t gen.Token) string {
 	if name, ok := chat.SpecialTokenName(t.ID); ok {
 		return o.asm.Flush() + name
 	}

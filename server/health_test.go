@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chatglm/chatglm/chat"
+	"github.com/chatglm/chatglm/gen"
 )
 
 func status(t *testing.T, url string, header ...string) int {
@@ -137,7 +137,7 @@ func (b cachingBackend) Acquire(ctx context.Context, prompt []int32) (Sequence, 
 	return cachingSeq{seq, b.cached}, nil
 }
 
-func (s cachingSeq) Generate(ctx context.Context, req chat.Request, onToken func(chat.Token) error) (chat.Result, error) {
+func (s cachingSeq) Generate(ctx context.Context, req gen.Request, onToken func(gen.Token) error) (gen.Result, error) {
 	res, err := s.Sequence.Generate(ctx, req, onToken)
 	res.CachedTokens = min(s.cached, res.PromptTokens)
 	res.EvaluatedTokens = res.PromptTokens - res.CachedTokens

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/chatglm/chatglm/chat"
+	"github.com/chatglm/chatglm/gen"
 	"github.com/chatglm/chatglm/internal/testdata"
 	"github.com/chatglm/chatglm/spm"
 )
@@ -359,7 +360,7 @@ func stalledStream(t *testing.T, addr, body string) {
 func TestStalledReaderIsDropped(t *testing.T) {
 	fake := newFake(1, 1<<20)
 	long := strings.Repeat("长", 200000)
-	fake.reply = func(req chat.Request) []chat.Token { return fake.toks("\n", long) }
+	fake.reply = func(req gen.Request) []gen.Token { return fake.toks("\n", long) }
 	_, addr, _, _ := serveWith(t, fake, Options{WriteTimeout: 200 * time.Millisecond}, time.Second)
 	stalledStream(t, addr, `{"messages":[{"role":"user","content":"hi"}],"stream":true}`)
 	<-fake.started

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/chatglm/chatglm/gen"
 )
 
 // metrics are the server's counters, written in the Prometheus text format
@@ -188,7 +190,7 @@ func (s *Server) writeMetrics(w io.Writer) {
 
 	loaded := 0
 	var parallel, waiting int64
-	var bs BackendStats
+	var bs gen.Stats
 	if st := s.state.Load(); st != nil {
 		loaded = 1
 		parallel = int64(st.b.Parallel())

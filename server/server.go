@@ -20,7 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/chatglm/chatglm/chat"
+	"github.com/chatglm/chatglm/gen"
 	"github.com/chatglm/chatglm/server/web"
 )
 
@@ -53,8 +53,8 @@ type Options struct {
 	// DefaultWriteTimeout, negative no limit.
 	WriteTimeout time.Duration
 	// Sampling are the defaults for parameters a request does not set;
-	// Seed RandomSeed gives every request without a seed a new one.
-	Sampling chat.Sampling
+	// Seed gen.RandomSeed gives every request without a seed a new one.
+	Sampling gen.Sampling
 	// MaxTokens caps replies whose request gives no max_tokens (0: the
 	// rest of the context).
 	MaxTokens int

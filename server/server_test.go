@@ -16,6 +16,7 @@ import (
 
 	"github.com/chatglm/chatglm/chat"
 	"github.com/chatglm/chatglm/chat/python"
+	"github.com/chatglm/chatglm/gen"
 )
 
 // testServer starts a server over fake with opts (and a discarded log).
@@ -24,7 +25,7 @@ func testServer(t *testing.T, fake *fakeBackend, opts Options) (*Server, *httpte
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if opts.Sampling == (chat.Sampling{}) {
+	if opts.Sampling == (gen.Sampling{}) {
 		opts.Sampling = chat.DefaultSampling()
 	}
 	s := New(opts)
@@ -273,10 +274,10 @@ func chatStream(t *testing.T, resp *http.Response) (content string, calls []tool
 
 func TestChatStream(t *testing.T) {
 	fake := newFake(1, 512)
-	fake.reply = func(chat.Request) []chat.Token {
+	fake.reply = func(gen.Request) []gen.Token {
 		// A Chinese character split over byte pieces must arrive whole.
 		b := []byte("好")
-		return fake.toks(" ", "\n", " 你", chat.Token{ID: 300, Piece: b[:1]}, chat.Token{ID: 301, Piece: b[1:]}, "!")
+		return fake.toks(" ", "\n", " 你", gen.Token{ID: 300, Piece: b[:1]}, gen.Token{ID: 301, Piece: b[1:]}, "!")
 	}
 	_, ts := testServer(t, fake, Options{})
 	content, calls, finish, u := chatStream(t, post(t, ts.URL+"/v1/chat/completions",
@@ -307,7 +308,7 @@ func TestChatMaxTokensFinishLength(t *testing.T) {
 
 func TestChatStopStrings(t *testing.T) {
 	fake := newFake(1, 512)
-	fake.reply = func(chat.Request) []chat.Token { return fake.toks("\n", "one, two, three, four") }
+	fake.reply = func(gen.Request) []gen.Token { return fake.toks("\n", "one, two, three, four") }
 	_, ts := testServer(t, fake, Options{})
 	var got chatCompletion
 	decodeBody(t, post(t, ts.URL+"/v1/chat/completions",
@@ -330,7 +331,7 @@ const weatherTools = `[{"type":"function","function":{"name":"get_weather","desc
 
 func TestChatToolCall(t *testing.T) {
 	fake := newFake(1, 512)
-	fake.reply = func(chat.Request) []chat.Token {
+	fake.reply = func(gen.Request) []gen.Token {
 		return fake.toks("get_weather\n```python\ntool_call(city=\"北京\", days=3)\n```")
 	}
 	_, ts := testServer(t, fake, Options{})
@@ -376,7 +377,7 @@ func TestChatToolCall(t *testing.T) {
 
 func TestChatToolChoice(t *testing.T) {
 	fake := newFake(1, 512)
-	fake.reply = func(chat.Request) []chat.Token { return fake.toks("```python\ntool_call(city='x')\n```") }
+	fake.reply = func(gen.Request) []gen.Token { return fake.toks("```python\ntool_call(city='x')\n```") }
 	_, ts := testServer(t, fake, Options{})
 	var got chatCompletion
 	decodeBody(t, post(t, ts.URL+"/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"tools":`+weatherTools+
@@ -442,8 +443,8 @@ func TestMapChatToolHistory(t *testing.T) {
 
 func TestCompletions(t *testing.T) {
 	fake := newFake(1, 512)
-	fake.reply = func(chat.Request) []chat.Token {
-		return fake.toks(" world", chat.Token{ID: chat.TokenUser}, " again")
+	fake.reply = func(gen.Request) []gen.Token {
+		return fake.toks(" world", gen.Token{ID: chat.TokenUser}, " again")
 	}
 	_, ts := testServer(t, fake, Options{})
 	var got textCompletion

@@ -12,6 +12,7 @@ import (
 
 	"github.com/chatglm/chatglm/chat"
 	"github.com/chatglm/chatglm/engine"
+	"github.com/chatglm/chatglm/gen"
 	"github.com/chatglm/chatglm/internal/testgguf"
 	"github.com/chatglm/chatglm/internal/testmodel"
 )
@@ -267,7 +268,7 @@ func TestCancelStopsReply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if turn.Result.Finish != chat.FinishCancelled {
+	if turn.Result.Finish != gen.FinishCancelled {
 		t.Fatalf("finish %q after %d chunks", turn.Result.Finish, n)
 	}
 	if msgs := conv.Messages(); len(msgs) != 2 {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/chatglm/chatglm/chat"
 	"github.com/chatglm/chatglm/chat/backend"
+	"github.com/chatglm/chatglm/gen"
 	"github.com/chatglm/chatglm/internal/config"
 	"github.com/chatglm/chatglm/internal/lineedit"
 )
@@ -592,7 +593,7 @@ func (r *repl) send(ctx context.Context, m chat.Message) {
 		start()
 		fmt.Fprintln(r.out)
 	}
-	if turn.Result.Finish == chat.FinishCancelled {
+	if turn.Result.Finish == gen.FinishCancelled {
 		r.note("stopped")
 	}
 	if turn.TrimNotice {
@@ -639,7 +640,7 @@ func (r *repl) stats() {
 }
 
 // turnStats describes one generation's counts and speeds.
-func turnStats(res chat.Result) string {
+func turnStats(res gen.Result) string {
 	return fmt.Sprintf("prompt: %d tokens (%d cached, %d evaluated) in %s, %s; reply: %d tokens in %s, %s; finish: %s",
 		res.PromptTokens, res.CachedTokens, res.EvaluatedTokens, res.PromptTime.Round(time.Millisecond),
 		rate(res.EvaluatedTokens, res.PromptTime), len(res.Tokens), res.GenTime.Round(time.Millisecond),

@@ -21,6 +21,7 @@ import (
 	"github.com/chatglm/chatglm/chat"
 	"github.com/chatglm/chatglm/chat/backend"
 	"github.com/chatglm/chatglm/engine"
+	"github.com/chatglm/chatglm/gen"
 	"github.com/chatglm/chatglm/gguf"
 	"github.com/chatglm/chatglm/hub"
 	"github.com/chatglm/chatglm/internal/config"
@@ -95,7 +96,7 @@ func declareSamplingKeys(cfg *config.Store, cmd *cobra.Command) {
 }
 
 // samplingFromConfig reads the sampling keys.
-func samplingFromConfig(cfg *config.Store) (chat.Sampling, int, error) {
+func samplingFromConfig(cfg *config.Store) (gen.Sampling, int, error) {
 	s := chat.DefaultSampling()
 	s.Temperature = float32(cfg.Float(keyTemperature))
 	s.TopP = float32(cfg.Float(keyTopP))
@@ -124,7 +125,7 @@ func parseSeed(v int) (uint32, error) {
 	return uint32(v), nil
 }
 
-func checkSampling(s chat.Sampling, maxTokens int) error {
+func checkSampling(s gen.Sampling, maxTokens int) error {
 	switch {
 	case s.Temperature < 0:
 		return fmt.Errorf("temperature %g: must be 0 or more", s.Temperature)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/chatglm/chatglm/chat"
 	"github.com/chatglm/chatglm/chat/backend"
+	"github.com/chatglm/chatglm/gen"
 	"github.com/chatglm/chatglm/internal/config"
 )
 
@@ -213,7 +214,7 @@ func runRun(cmd *cobra.Command, cfg *config.Store, f runFlags) error {
 		} else {
 			fmt.Fprintln(stdout)
 		}
-		if res.Finish == chat.FinishCancelled {
+		if res.Finish == gen.FinishCancelled {
 			return exitError{code: 130}
 		}
 		return nil
@@ -242,7 +243,7 @@ func runRun(cmd *cobra.Command, cfg *config.Store, f runFlags) error {
 	if err := writeJSON(stdout, rep); err != nil {
 		return err
 	}
-	if res.Finish == chat.FinishCancelled {
+	if res.Finish == gen.FinishCancelled {
 		return exitError{code: 130}
 	}
 	return nil

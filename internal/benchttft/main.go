@@ -24,6 +24,7 @@ import (
 	"github.com/chatglm/chatglm/chat"
 	"github.com/chatglm/chatglm/chat/backend"
 	"github.com/chatglm/chatglm/engine"
+	"github.com/chatglm/chatglm/gen"
 )
 
 // Turn is the measurement of one turn.
@@ -48,15 +49,15 @@ type Report struct {
 	LoadSecond float64 `json:"load_s"`
 }
 
-// timedGen wraps a chat.Generator and notes when the first token arrives.
+// timedGen wraps a gen.Generator and notes when the first token arrives.
 type timedGen struct {
-	inner chat.Generator
+	inner gen.Generator
 	first time.Time
 }
 
-func (g *timedGen) Generate(ctx context.Context, req chat.Request, onToken func(chat.Token) error) (chat.Result, error) {
+func (g *timedGen) Generate(ctx context.Context, req gen.Request, onToken func(gen.Token) error) (gen.Result, error) {
 	g.first = time.Time{}
-	return g.inner.Generate(ctx, req, func(t chat.Token) error {
+	return g.inner.Generate(ctx, req, func(t gen.Token) error {
 		if g.first.IsZero() {
 			g.first = time.Now()
 		}
@@ -127,10 +128,10 @@ func run(ctx context.Context, path string, turns, nWords, reply, threads, ctxSiz
 		return nil, err
 	}
 	defer slot.Release()
-	gen := &timedGen{inner: backend.Generator{Slot: slot}}
+	timed := &timedGen{inner: slot}
 	sampling := chat.DefaultSampling()
 	sampling.Temperature = 0 // greedy: the same run every time
-	conv := chat.NewConversation(m, gen, chat.Options{Sampling: sampling, MaxTokens: reply})
+	conv := chat.NewConversation(m, timed, chat.Options{Sampling: sampling, MaxTokens: reply})
 
 	rep := &Report{Model: path, Threads: threads, LoadSecond: load.Seconds()}
 	for i := 1; i <= turns; i++ {
@@ -139,12 +140,12 @@ func run(ctx context.Context, path string, turns, nWords, reply, threads, ctxSiz
 		if err != nil {
 			return nil, fmt.Errorf("turn %d: %w", i, err)
 		}
-		if gen.first.IsZero() {
+		if timed.first.IsZero() {
 			return nil, fmt.Errorf("turn %d: no token generated", i)
 		}
 		r := turn.Result
 		t := Turn{
-			Turn: i, TTFTms: float64(gen.first.Sub(start).Microseconds()) / 1000,
+			Turn: i, TTFTms: float64(timed.first.Sub(start).Microseconds()) / 1000,
 			PromptMS:     float64(r.PromptTime.Microseconds()) / 1000,
 			PromptTokens: r.PromptTokens, CachedTokens: r.CachedTokens, EvaluatedTokens: r.EvaluatedTokens,
 			ReplyTokens: len(r.Tokens),

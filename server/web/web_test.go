@@ -17,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/chatglm/chatglm/chat"
+	"github.com/chatglm/chatglm/gen"
 	"github.com/chatglm/chatglm/server"
 	"github.com/chatglm/chatglm/server/web"
 )
@@ -245,8 +246,8 @@ func (f *fakeBackend) Tokenize(text string) ([]int32, error) {
 
 func (f *fakeBackend) ContextSize() int { return f.ctxSize }
 func (f *fakeBackend) Parallel() int    { return f.parallel }
-func (f *fakeBackend) Stats() server.BackendStats {
-	return server.BackendStats{Active: f.active.Load()}
+func (f *fakeBackend) Stats() gen.Stats {
+	return gen.Stats{Active: f.active.Load()}
 }
 
 func (f *fakeBackend) Acquire(ctx context.Context, prompt []int32) (server.Sequence, error) {
@@ -277,7 +278,7 @@ type fakeSeq struct{ f *fakeBackend }
 
 func (s *fakeSeq) Release() { s.f.free <- s }
 
-func (s *fakeSeq) Generate(ctx context.Context, req chat.Request, onToken func(chat.Token) error) (chat.Result, error) {
+func (s *fakeSeq) Generate(ctx context.Context, req gen.Request, onToken func(gen.Token) error) (gen.Result, error) {
 	f := s.f
 	f.active.Add(1)
 	defer f.active.Add(-1)
@@ -286,7 +287,7 @@ func (s *fakeSeq) Generate(ctx context.Context, req chat.Request, onToken func(c
 	case f.prompts <- prompt:
 	default:
 	}
-	res := chat.Result{PromptTokens: len(req.Prompt), EvaluatedTokens: len(req.Prompt), StopToken: -1}
+	res := gen.Result{PromptTokens: len(req.Prompt), EvaluatedTokens: len(req.Prompt), StopToken: -1}
 	reply := (*f.reply.Load())(prompt)
 	if !strings.Contains(reply, "\n") || !strings.HasPrefix(reply, "get_") {
 		reply = "\n" + reply // the empty metadata line of a plain reply
@@ -300,23 +301,23 @@ func (s *fakeSeq) Generate(ctx context.Context, req chat.Request, onToken func(c
 		}
 		if ctx.Err() != nil {
 			f.cancelled.Add(1)
-			res.Finish = chat.FinishCancelled
+			res.Finish = gen.FinishCancelled
 			return res, ctx.Err()
 		}
-		t := chat.Token{ID: f.id(string(r)), Piece: []byte(string(r))}
+		t := gen.Token{ID: f.id(string(r)), Piece: []byte(string(r))}
 		res.Tokens = append(res.Tokens, t.ID)
 		if err := onToken(t); err != nil {
-			if err == server.ErrStop {
-				res.Finish = chat.FinishStop
+			if err == gen.ErrStop {
+				res.Finish = gen.FinishStop
 				return res, nil
 			}
 			return res, err
 		}
 		if req.MaxTokens > 0 && len(res.Tokens) >= req.MaxTokens {
-			res.Finish = chat.FinishLength
+			res.Finish = gen.FinishLength
 			return res, nil
 		}
 	}
-	res.Finish, res.StopToken = chat.FinishStop, chat.TokenUser
+	res.Finish, res.StopToken = gen.FinishStop, chat.TokenUser
 	return res, nil
 }
