@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -139,7 +140,7 @@ func MapTensors(c *Config, ck *Checkpoint, want gguf.GGMLType) ([]TensorMap, err
 		if !ok {
 			return nil, fmt.Errorf("unexpected tensor %s in %s", safetext.Quote(name), s.File)
 		}
-		if !equalShape(s.Shape, e.shape) {
+		if !slices.Equal(s.Shape, e.shape) {
 			return nil, fmt.Errorf("tensor %s in %s: shape %v disagrees with config.json (want %v)", name, s.File, s.Shape, e.shape)
 		}
 		switch s.DType {
@@ -154,18 +155,6 @@ func MapTensors(c *Config, ck *Checkpoint, want gguf.GGMLType) ([]TensorMap, err
 		out = append(out, TensorMap{Name: e.gguf, Type: outputType(e.gguf, len(s.Shape), want), Dims: dims, Src: s})
 	}
 	return out, nil
-}
-
-func equalShape(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TokenizerConfig holds the tokenizer_config.json keys the converter uses.

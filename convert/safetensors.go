@@ -155,6 +155,12 @@ func tensorBytes(n int64, dtype string) (int64, error) {
 // readSafetensors reads the header of the safetensors file at path and
 // returns its tensors as sources with absolute offsets.
 func readSafetensors(path string) ([]Source, error) {
+	return readSourcesAt(path, "safetensors", readSafetensorsFrom)
+}
+
+// readSourcesAt opens path and reads its tensor table with read; errors
+// name the format and the file.
+func readSourcesAt(path, format string, read func(r io.ReaderAt, size int64, path string) ([]Source, error)) ([]Source, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -164,9 +170,9 @@ func readSafetensors(path string) ([]Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	srcs, err := readSafetensorsFrom(f, st.Size(), path)
+	srcs, err := read(f, st.Size(), path)
 	if err != nil {
-		return nil, fmt.Errorf("safetensors %s: %w", path, err)
+		return nil, fmt.Errorf("%s %s: %w", format, path, err)
 	}
 	return srcs, nil
 }

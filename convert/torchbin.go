@@ -4,7 +4,6 @@ import (
 	"archive/zip"
 	"fmt"
 	"io"
-	"os"
 	"path"
 	"strings"
 
@@ -18,20 +17,7 @@ const maxPickleSize = 64 << 20
 // (<root>/data.pkl, <root>/data/<key>, <root>/version). Storages must be
 // stored uncompressed, as torch writes them, so tensors are read in place.
 func readTorchBin(file string) ([]Source, error) {
-	f, err := os.Open(file)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	srcs, err := readTorchZip(f, st.Size(), file)
-	if err != nil {
-		return nil, fmt.Errorf("pytorch %s: %w", file, err)
-	}
-	return srcs, nil
+	return readSourcesAt(file, "pytorch", readTorchZip)
 }
 
 // readTorchZip reads the tensor table of the torch.save archive r, of the

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 )
 
@@ -173,22 +174,22 @@ func NewMarkdown(w io.Writer, p Params) *Markdown {
 		cols = append(cols, column{"ngl", true, func(r *Record) string { return fmt.Sprint(r.NGPULayers) }})
 	}
 	cols = append(cols, column{"threads", true, func(r *Record) string { return fmt.Sprint(r.NThreads) }})
-	if !equalInts(p.NBatch, d.NBatch) {
+	if !slices.Equal(p.NBatch, d.NBatch) {
 		cols = append(cols, column{"n_batch", true, func(r *Record) string { return fmt.Sprint(r.NBatch) }})
 	}
-	if !equalInts(p.NUBatch, d.NUBatch) {
+	if !slices.Equal(p.NUBatch, d.NUBatch) {
 		cols = append(cols, column{"n_ubatch", true, func(r *Record) string { return fmt.Sprint(r.NUBatch) }})
 	}
-	if !equalStrings(p.TypeK, d.TypeK) {
+	if !slices.Equal(p.TypeK, d.TypeK) {
 		cols = append(cols, column{"type_k", true, func(r *Record) string { return r.TypeK }})
 	}
-	if !equalStrings(p.TypeV, d.TypeV) {
+	if !slices.Equal(p.TypeV, d.TypeV) {
 		cols = append(cols, column{"type_v", true, func(r *Record) string { return r.TypeV }})
 	}
-	if !equalStrings(p.FlashAttn, d.FlashAttn) {
+	if !slices.Equal(p.FlashAttn, d.FlashAttn) {
 		cols = append(cols, column{"fa", true, func(r *Record) string { return fmt.Sprint(r.FlashAttn) }})
 	}
-	if !equalInts(p.Mmap, d.Mmap) {
+	if !slices.Equal(p.Mmap, d.Mmap) {
 		cols = append(cols, column{"mmap", true, func(r *Record) string { return fmt.Sprint(boolInt(r.UseMmap)) }})
 	}
 	cols = append(cols,
@@ -271,28 +272,4 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if !strings.EqualFold(a[i], b[i]) {
-			return false
-		}
-	}
-	return true
 }
