@@ -42,7 +42,7 @@ const SessionHeader = server.SessionHeader
 const (
 	checkInter = 200 * time.Millisecond
 	checkFall  = 2
-	drain      = 2 * time.Second
+	drain      = 3 * time.Second
 )
 
 func haproxyPath(t *testing.T) string {
