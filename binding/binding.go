@@ -29,9 +29,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	// The pinned llama.cpp + ggml sources (with the CPU backend), compiled by cgo.
+
 	_ "github.com/chatglm/chatglm/third_party/llamacpp"
 )
 
@@ -151,7 +153,7 @@ func chatglmGoLog(level C.int, text *C.char) {
 	default:
 		l = slog.LevelError
 	}
-	if l > slog.LevelDebug && isBenign(line) {
+	if l > slog.LevelDebug && (isBenign(line) || sharedKVContexts.Load() > 0 && strings.Contains(line, "> n_ctx_train")) {
 		l = slog.LevelDebug
 	}
 	if _, reason, ok := strings.Cut(line, cudaInitFailed); ok {
@@ -175,6 +177,10 @@ var benignWarnings = []string{
 	// --ctx-size, bench's n_prompt + n_gen, perplexity's windows.
 	"< n_ctx_train",
 }
+
+// sharedKVContexts counts NewContext calls in progress for a KV buffer
+// shared by sequences that are each bounded by the caller (see NewContext).
+var sharedKVContexts atomic.Int32
 
 // cudaInitFailed starts ggml's log line when a CUDA backend finds no GPU.
 const cudaInitFailed = "failed to initialize CUDA:"

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -588,5 +589,39 @@ func TestVocabOnlyLoad(t *testing.T) {
 	defer m.Close()
 	if m.VocabSize() != 65024 {
 		t.Errorf("vocab size %d", m.VocabSize())
+	}
+}
+
+// TestSharedKVHasNoOverflowWarning: a KV buffer shared by 4 sequences of
+// the training context each is not a training-context overflow, although
+// llama.cpp counts the whole buffer per sequence; one sequence over the
+// training context still is, and is warned about.
+func TestSharedKVHasNoOverflowWarning(t *testing.T) {
+	m, err := binding.LoadModel(context.Background(), testgguf.Tiny(t), binding.ModelParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	train := m.ContextLength()
+	var logs strings.Builder
+	old := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	defer slog.SetDefault(old)
+	for _, c := range []struct {
+		p    binding.ContextParams
+		warn bool
+	}{
+		{binding.ContextParams{NCtx: 4 * train, NSeqMax: 4, KVUnified: true}, false},
+		{binding.ContextParams{NCtx: 2 * train, NSeqMax: 1}, true},
+	} {
+		logs.Reset()
+		lctx, err := m.NewContext(c.p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lctx.Close()
+		if got := strings.Contains(logs.String(), "n_ctx_train"); got != c.warn {
+			t.Errorf("%+v: warned %v, want %v:\n%s", c.p, got, c.warn, logs.String())
+		}
 	}
 }

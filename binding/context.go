@@ -154,6 +154,14 @@ func (m *Model) NewContext(p ContextParams) (*Context, error) {
 	cp.no_perf = C.bool(!p.Perf)
 	cp.kv_unified = C.bool(p.KVUnified)
 
+	// With one KV buffer shared by several sequences, llama.cpp counts the
+	// whole buffer as every sequence's context and warns of a possible
+	// training-context overflow; the caller bounds each sequence to
+	// NCtx/NSeqMax (engine slots do), so the warning is not true here.
+	if p.KVUnified && p.NSeqMax > 1 && p.NCtx/p.NSeqMax <= m.ctxTrain {
+		sharedKVContexts.Add(1)
+		defer sharedKVContexts.Add(-1)
+	}
 	abort := C.chatglm_abort_new()
 	errs := newErrSink()
 	var c *C.struct_llama_context

@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -127,6 +128,7 @@ func load(ctx context.Context, o Options) (*Engine, error) {
 	for i := 0; i < o.Parallel; i++ {
 		e.free = append(e.free, &Slot{e: e, id: i})
 	}
+	slog.Info("engine ready", "slots", o.Parallel, "tokens_per_slot", e.ctxSize, "kv_buffer_tokens", lctx.Size(), "kv_shared", o.Parallel > 1)
 	e.decode = func(b *binding.Batch) error { return lctx.Decode(context.Background(), b) }
 	return e, nil
 }
