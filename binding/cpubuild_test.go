@@ -44,3 +44,17 @@ func TestCPUBuildInfo(t *testing.T) {
 		}
 	}
 }
+
+func TestCPURepacks(t *testing.T) {
+	const q40, f16, q8 = 2, 1, 8
+	native := runtime.GOARCH == "amd64" && CPUBuildInfo().Repack && strings.Contains(CPUBuildInfo().String(), "AVX2")
+	if got := CPURepacks(q40, 4096); got != native {
+		t.Errorf("q4_0 x 4096 rows: %v, want %v (%s)", got, native, CPUBuildInfo())
+	}
+	if CPURepacks(q40, 12) {
+		t.Error("q4_0 with rows not a multiple of 8 repacked")
+	}
+	if CPURepacks(f16, 4096) || CPURepacks(q8, 4096) {
+		t.Error("f16 or q8_0 repacked")
+	}
+}

@@ -34,7 +34,7 @@ type Options struct {
 	FlashAttn   binding.FlashAttn
 	CacheTypeK  string // KV cache types, e.g. "f16" (default), "q8_0"
 	CacheTypeV  string
-	NoMmap      bool
+	Mmap        Mmap          // how the weights are brought into memory (default MmapAuto)
 	HugePages   bool          // binding.SetHugePages for this engine's buffers
 	Perf        bool          // collect llama.cpp's performance counters
 	Progress    func(float32) // model load progress
@@ -56,6 +56,9 @@ type Engine struct {
 	quit     chan struct{}
 	loopDone chan struct{}
 	closed   atomic.Bool
+
+	mapped  bool   // the weights are mapped from the file (else read)
+	mmapWhy string // why, for -v output
 
 	stats   gen.Stats
 	statMu  sync.Mutex
@@ -86,7 +89,11 @@ func load(ctx context.Context, o Options) (*Engine, error) {
 	if o.HugePages {
 		binding.SetHugePages(true)
 	}
-	m, err := binding.LoadModel(ctx, o.ModelPath, binding.ModelParams{GPULayers: o.GPULayers, NoMmap: o.NoMmap, Progress: o.Progress})
+	mapped, why, err := ResolveMmap(o.Mmap, o.ModelPath, o.GPULayers, binding.HasGPU())
+	if err != nil {
+		return nil, err
+	}
+	m, err := binding.LoadModel(ctx, o.ModelPath, binding.ModelParams{GPULayers: o.GPULayers, NoMmap: !mapped, Progress: o.Progress})
 	if err != nil {
 		return nil, err
 	}
@@ -124,6 +131,8 @@ func load(ctx context.Context, o Options) (*Engine, error) {
 		jobs:     make(chan *job),
 		quit:     make(chan struct{}),
 		loopDone: make(chan struct{}),
+		mapped:   mapped,
+		mmapWhy:  why,
 	}
 	for i := 0; i < o.Parallel; i++ {
 		e.free = append(e.free, &Slot{e: e, id: i})
@@ -159,6 +168,10 @@ func (e *Engine) ContextSize() int { return e.ctxSize }
 
 // Parallel is the number of slots.
 func (e *Engine) Parallel() int { return e.opts.Parallel }
+
+// Mapped reports whether the weights are mapped from the file (else read
+// into memory) and why (see Mmap).
+func (e *Engine) Mapped() (bool, string) { return e.mapped, e.mmapWhy }
 
 // Stats returns the running totals.
 func (e *Engine) Stats() gen.Stats {

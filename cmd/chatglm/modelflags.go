@@ -39,6 +39,7 @@ const (
 	keyFlashAttn  = "flash_attn"
 	keyCacheTypeK = "cache.type_k"
 	keyCacheTypeV = "cache.type_v"
+	keyMmap       = "mmap"
 	keyNoMmap     = "no_mmap"
 	keyHugePages  = "hugepages"
 
@@ -65,8 +66,10 @@ func declareModelKeys(cfg *config.Store, cmd *cobra.Command) {
 		config.Key{Name: keyFlashAttn, Flag: "flash-attn", Default: "auto", Usage: "flash attention: on, off or auto"},
 		config.Key{Name: keyCacheTypeK, Flag: "cache-type-k", Default: "f16", Usage: "KV cache type of K: f16, q8_0, q4_0, ..."},
 		config.Key{Name: keyCacheTypeV, Flag: "cache-type-v", Default: "f16", Usage: "KV cache type of V (quantized V needs flash attention)"},
+		config.Key{Name: keyMmap, Flag: "mmap", Default: string(engine.MmapAuto),
+			Usage: "map the model file (on), read it into memory (off), or auto: read it when the CPU repacks its weights (q4_0 and friends), which a mapped file would hold twice"},
 		config.Key{Name: keyNoMmap, Flag: "no-mmap", Default: false,
-			Usage: "read the weights into memory instead of mapping the file (slower start; q4_0 on the CPU then needs ~3 GiB less RAM)"},
+			Usage: "the same as --mmap off"},
 		config.Key{Name: keyHugePages, Flag: "hugepages", Default: false,
 			Usage: "back the weights held in memory and the KV cache with transparent huge pages (CPU generation ~10% faster, loading slower)"},
 	)
@@ -249,6 +252,10 @@ func openModel(ctx context.Context, cfg *config.Store, parallel int, stderr io.W
 			fmt.Fprintln(stderr, "chatglm:", note)
 		}
 	}
+	mmap, err := mmapSetting(cfg)
+	if err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	e, err := engine.Open(ctx, engine.Options{
 		ModelPath:   path,
@@ -259,7 +266,7 @@ func openModel(ctx context.Context, cfg *config.Store, parallel int, stderr io.W
 		FlashAttn:   fa,
 		CacheTypeK:  cfg.String(keyCacheTypeK),
 		CacheTypeV:  cfg.String(keyCacheTypeV),
-		NoMmap:      cfg.Bool(keyNoMmap),
+		Mmap:        mmap,
 		HugePages:   cfg.Bool(keyHugePages),
 	})
 	if err != nil {
@@ -272,9 +279,22 @@ func openModel(ctx context.Context, cfg *config.Store, parallel int, stderr io.W
 	}
 	l := &loadedModel{Engine: e, Model: m, Path: path, LoadTime: time.Since(start)}
 	if verbose {
-		fmt.Fprintf(stderr, "loaded %s in %s (context %d tokens)\n", path, l.LoadTime.Round(time.Millisecond), e.ContextSize())
+		_, why := e.Mapped()
+		fmt.Fprintf(stderr, "loaded %s in %s (context %d tokens; %s)\n", path, l.LoadTime.Round(time.Millisecond), e.ContextSize(), why)
 	}
 	return l, nil
+}
+
+// mmapSetting reads --mmap, with --no-mmap as an old spelling of off.
+func mmapSetting(cfg *config.Store) (engine.Mmap, error) {
+	if cfg.Bool(keyNoMmap) {
+		return engine.MmapOff, nil
+	}
+	m, err := engine.ParseMmap(cfg.String(keyMmap))
+	if err != nil {
+		return "", fmt.Errorf("--mmap: %w", err)
+	}
+	return m, nil
 }
 
 // tokenizerOnly is a chat.Model that needs no weights: the tokenizer from

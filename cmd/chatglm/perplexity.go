@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/chatglm/chatglm/binding"
+	"github.com/chatglm/chatglm/engine"
 	"github.com/chatglm/chatglm/internal/config"
 	"github.com/chatglm/chatglm/internal/perplexity"
 )
@@ -93,7 +94,15 @@ func runPerplexity(cmd *cobra.Command, cfg *config.Store) error {
 		return fmt.Errorf("perplexity: --ctx-size and --batch-size must not be negative")
 	}
 
-	m, err := binding.LoadModel(ctx, modelPath, binding.ModelParams{GPULayers: cfg.Int(keyGPULayers), NoMmap: cfg.Bool(keyNoMmap)})
+	setting, err := mmapSetting(cfg)
+	if err != nil {
+		return fmt.Errorf("perplexity: %w", err)
+	}
+	mapped, _, err := engine.ResolveMmap(setting, modelPath, cfg.Int(keyGPULayers), binding.HasGPU())
+	if err != nil {
+		return fmt.Errorf("perplexity: %w", err)
+	}
+	m, err := binding.LoadModel(ctx, modelPath, binding.ModelParams{GPULayers: cfg.Int(keyGPULayers), NoMmap: !mapped})
 	if err != nil {
 		return fmt.Errorf("perplexity: %w", err)
 	}
