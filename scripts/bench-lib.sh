@@ -1,13 +1,29 @@
 # Shell pieces the server benchmarks share (sourced by scripts/bench-server.sh
 # and scripts/bench-soak.sh; not run on its own). They use $BIN (the chatglm
-# binary) and set server_pid and url.
+# binary) and set work, model, desc, server_pid and url.
 
-# tiny_model LOADGEN OUT HIDDEN LAYERS: writes a random ChatGLM3 GGUF with
-# the real tokenizer to OUT (loadgen -make-model) and prints its description.
-tiny_model() {
-	# (set -e does not reach into the $(...) this is called from.)
-	"$1" -make-model "$2" -hidden "$3" -layers "$4" || return 1
-	echo "random ChatGLM3 (hidden $3, $4 layers, real 65024-token vocabulary, f16; $(du -h "$2" | cut -f1))"
+# bench_setup MODEL HIDDEN LAYERS: makes the folder $work (removed at exit,
+# after stopping $server_pid), builds $work/loadgen (plain Go, no cgo), and
+# sets model and desc: MODEL (a GGUF file or a store name) when it is not
+# empty, else a random ChatGLM3 GGUF with the real tokenizer and HIDDEN x
+# LAYERS (loadgen -make-model).
+bench_setup() {
+	work=$(mktemp -d)
+	server_pid=
+	trap bench_cleanup EXIT
+	CGO_ENABLED=0 go build -o "$work/loadgen" ./internal/loadgen
+	model=$1
+	desc=$1
+	if [ -z "$model" ]; then
+		model="$work/random-h$2-l$3.gguf"
+		"$work/loadgen" -make-model "$model" -hidden "$2" -layers "$3"
+		desc="random ChatGLM3 (hidden $2, $3 layers, real 65024-token vocabulary, f16; $(du -h "$model" | cut -f1))"
+	fi
+}
+
+bench_cleanup() {
+	if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+	rm -rf "$work"
 }
 
 # serve_start LOG ARGS...: starts `$BIN serve ARGS` in the background, its

@@ -30,24 +30,7 @@ LAYERS=${BENCH_SERVER_LAYERS:-4}
 
 [ -x "$BIN" ] || make build
 . scripts/bench-lib.sh
-work=$(mktemp -d)
-server_pid=
-cleanup() {
-	if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-	rm -rf "$work"
-}
-trap cleanup EXIT
-
-# The load generator is plain Go (no cgo).
-CGO_ENABLED=0 go build -o "$work/loadgen" ./internal/loadgen
-
-model=${BENCH_SERVER_MODEL:-}
-if [ -z "$model" ]; then
-	model="$work/random-h${HIDDEN}-l${LAYERS}.gguf"
-	desc=$(tiny_model "$work/loadgen" "$model" "$HIDDEN" "$LAYERS")
-else
-	desc="$model"
-fi
+bench_setup "${BENCH_SERVER_MODEL:-}" "$HIDDEN" "$LAYERS"
 echo "bench-server: model $desc; $CLIENTS clients, $REQUESTS requests, max_tokens $MAX_TOKENS"
 
 # run_load P OUT: serve with --parallel P, run the load, stop with SIGTERM.

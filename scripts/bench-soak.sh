@@ -45,24 +45,7 @@ MEM_LIMIT_MB=${SOAK_MEM_LIMIT_MB:-4096}
 
 [ -x "$BIN" ] || make build
 . scripts/bench-lib.sh
-work=$(mktemp -d)
-server_pid=
-cleanup() {
-	if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-	rm -rf "$work"
-}
-trap cleanup EXIT
-
-# The soak driver is loadgen's -soak mode (plain Go, no cgo).
-CGO_ENABLED=0 go build -o "$work/loadgen" ./internal/loadgen
-
-model=${SOAK_MODEL:-}
-if [ -z "$model" ]; then
-	model="$work/random-h${HIDDEN}-l${LAYERS}.gguf"
-	desc=$(tiny_model "$work/loadgen" "$model" "$HIDDEN" "$LAYERS")
-else
-	desc="$model"
-fi
+bench_setup "${SOAK_MODEL:-}" "$HIDDEN" "$LAYERS"
 echo "bench-soak: model $desc; serve --parallel $PARALLEL; $CLIENTS streaming clients (max_tokens $MAX_TOKENS); $WARMUP warm-up + $DURATION per run; server memory limit $MEM_LIMIT_MB MiB"
 
 kinds=()
