@@ -234,11 +234,11 @@ func soak(parent context.Context, cfg soakConfig) (soakResult, error) {
 	overrun.Stop()
 
 	res.Alive, res.AliveNote = alive(hc, cfg.URL, cfg.Key, cfg.PID)
+	cancel(nil)
+	<-samplerDone // after which res.DiedAfterSecs is the sampler's no more
 	if res.DiedAfterSecs > 0 {
 		res.AliveNote += fmt.Sprintf(", found %.0f s into the run (warm-up %.0f s)", res.DiedAfterSecs, cfg.Warmup.Seconds())
 	}
-	cancel(nil)
-	<-samplerDone
 	res.RSSPeakKiB = sampler.peakKiB()
 	if res.RSSWarmKiB > 0 && res.RSSEndKiB > 0 {
 		res.RSSGrowth = round(float64(res.RSSEndKiB)/float64(res.RSSWarmKiB)-1, 4)
