@@ -14,14 +14,14 @@ import (
 	"testing"
 
 	"github.com/chatglm/chatglm/binding"
-	"github.com/chatglm/chatglm/internal/testgguf"
+	"github.com/chatglm/chatglm/internal/fixture/testmodel"
 )
 
-func TestMain(m *testing.M) { testgguf.Main(m) }
+func TestMain(m *testing.M) { testmodel.Main(m) }
 
 func loadTiny(t *testing.T) *binding.Model {
 	t.Helper()
-	m, err := binding.LoadModel(context.Background(), testgguf.Tiny(t), binding.ModelParams{})
+	m, err := binding.LoadModel(context.Background(), testmodel.TinyGGUF(t), binding.ModelParams{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func TestModelMetadata(t *testing.T) {
 }
 
 func TestLoadProgressAndCancel(t *testing.T) {
-	path := testgguf.Tiny(t)
+	path := testmodel.TinyGGUF(t)
 	var last float32
 	calls := 0
 	m, err := binding.LoadModel(context.Background(), path, binding.ModelParams{Progress: func(f float32) { last = f; calls++ }})
@@ -145,7 +145,7 @@ func TestLoadProgressAndCancel(t *testing.T) {
 }
 
 func TestLoadBadFiles(t *testing.T) {
-	good, err := os.ReadFile(testgguf.Tiny(t))
+	good, err := os.ReadFile(testmodel.TinyGGUF(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -474,7 +474,7 @@ func TestContextParamsErrors(t *testing.T) {
 }
 
 func TestCloseTwiceAndUseAfterClose(t *testing.T) {
-	m, err := binding.LoadModel(context.Background(), testgguf.Tiny(t), binding.ModelParams{})
+	m, err := binding.LoadModel(context.Background(), testmodel.TinyGGUF(t), binding.ModelParams{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -512,7 +512,7 @@ func TestCloseTwiceAndUseAfterClose(t *testing.T) {
 }
 
 func TestQuantize(t *testing.T) {
-	in := testgguf.Tiny(t)
+	in := testmodel.TinyGGUF(t)
 	out := filepath.Join(t.TempDir(), "q8.gguf")
 	if err := binding.Quantize(in, out, "q8_0", 2); err != nil {
 		t.Fatal(err)
@@ -561,7 +561,7 @@ func hugePageMappings(t *testing.T) int {
 func TestSetHugePagesMarksWeightBuffers(t *testing.T) {
 	load := func() int {
 		before := hugePageMappings(t)
-		m, err := binding.LoadModel(context.Background(), testgguf.Tiny(t), binding.ModelParams{NoMmap: true})
+		m, err := binding.LoadModel(context.Background(), testmodel.TinyGGUF(t), binding.ModelParams{NoMmap: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -582,7 +582,7 @@ func TestSetHugePagesMarksWeightBuffers(t *testing.T) {
 // converted file) has no layers; reading the per-layer head counts aborted
 // the process in llama.cpp.
 func TestVocabOnlyLoad(t *testing.T) {
-	m, err := binding.LoadModel(context.Background(), testgguf.Tiny(t), binding.ModelParams{VocabOnly: true})
+	m, err := binding.LoadModel(context.Background(), testmodel.TinyGGUF(t), binding.ModelParams{VocabOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -597,7 +597,7 @@ func TestVocabOnlyLoad(t *testing.T) {
 // llama.cpp counts the whole buffer per sequence; one sequence over the
 // training context still is, and is warned about.
 func TestSharedKVHasNoOverflowWarning(t *testing.T) {
-	m, err := binding.LoadModel(context.Background(), testgguf.Tiny(t), binding.ModelParams{})
+	m, err := binding.LoadModel(context.Background(), testmodel.TinyGGUF(t), binding.ModelParams{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/chatglm/chatglm/binding"
-	"github.com/chatglm/chatglm/internal/testgguf"
+	"github.com/chatglm/chatglm/internal/fixture/testmodel"
 )
 
 // FuzzDecodeBatch decodes batches of arbitrary rows (token, position,
@@ -15,7 +15,7 @@ import (
 // with arbitrary ids: every call returns, with an error or without, and
 // the process never aborts in llama.cpp.
 func FuzzDecodeBatch(f *testing.F) {
-	m, err := binding.LoadModel(context.Background(), testgguf.Tiny(f), binding.ModelParams{})
+	m, err := binding.LoadModel(context.Background(), testmodel.TinyGGUF(f), binding.ModelParams{})
 	if err != nil {
 		f.Fatal(err)
 	}

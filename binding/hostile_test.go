@@ -15,13 +15,13 @@ import (
 	"time"
 
 	"github.com/chatglm/chatglm/binding"
-	"github.com/chatglm/chatglm/internal/testgguf"
+	"github.com/chatglm/chatglm/internal/fixture/testmodel"
 )
 
 // Every method of a closed Model, Context, Batch and Sampler returns
 // ErrClosed or a zero value; none touches freed C memory.
 func TestEveryMethodAfterClose(t *testing.T) {
-	m, err := binding.LoadModel(context.Background(), testgguf.Tiny(t), binding.ModelParams{})
+	m, err := binding.LoadModel(context.Background(), testmodel.TinyGGUF(t), binding.ModelParams{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,7 +294,7 @@ func TestCancelAtDecodeEndDoesNotAbortNextDecode(t *testing.T) {
 func TestLeakIsLogged(t *testing.T) {
 	buf := captureWarnings(t)
 	func() {
-		m, err := binding.LoadModel(context.Background(), testgguf.Tiny(t), binding.ModelParams{})
+		m, err := binding.LoadModel(context.Background(), testmodel.TinyGGUF(t), binding.ModelParams{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -381,7 +381,7 @@ func TestMetadataValuesAreWhole(t *testing.T) {
 // Close may race with readers of the model and users of the context: each
 // call either works or returns ErrClosed.
 func TestCloseRacesWithUse(t *testing.T) {
-	m, err := binding.LoadModel(context.Background(), testgguf.Tiny(t), binding.ModelParams{})
+	m, err := binding.LoadModel(context.Background(), testmodel.TinyGGUF(t), binding.ModelParams{})
 	if err != nil {
 		t.Fatal(err)
 	}

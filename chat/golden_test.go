@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/chatglm/chatglm/chat/python"
-	"github.com/chatglm/chatglm/internal/testdata"
+	"github.com/chatglm/chatglm/internal/fixture/shareddata"
 	"github.com/chatglm/chatglm/spm"
 )
 
@@ -89,7 +89,7 @@ func (g *goldenFile) tokenizer() replayTokenizer {
 
 func TestGoldenTokenizerIsTheSharedOne(t *testing.T) {
 	g := loadGolden(t)
-	b, err := os.ReadFile(filepath.Join(testdata.ChatGLM3(t), "tokenizer.model"))
+	b, err := os.ReadFile(filepath.Join(shareddata.ChatGLM3(t), "tokenizer.model"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +187,7 @@ func TestInjectionTextIsPlain(t *testing.T) {
 // realSPM is the Go SentencePiece encoder over the real tokenizer.model.
 func realSPM(t testing.TB) *spm.Encoder {
 	t.Helper()
-	pieces, err := spm.Load(filepath.Join(testdata.ChatGLM3(t), "tokenizer.model"))
+	pieces, err := spm.Load(filepath.Join(shareddata.ChatGLM3(t), "tokenizer.model"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,8 +15,8 @@ import (
 
 	"github.com/chatglm/chatglm/convert"
 	"github.com/chatglm/chatglm/gguf"
-	"github.com/chatglm/chatglm/internal/testdata"
-	"github.com/chatglm/chatglm/internal/testmodel"
+	"github.com/chatglm/chatglm/internal/fixture/shareddata"
+	"github.com/chatglm/chatglm/internal/fixture/testmodel"
 )
 
 var (
@@ -38,7 +38,7 @@ func fresh(t *testing.T, spec testmodel.Spec) string {
 			cacheMu.Unlock()
 			t.Fatal(err)
 		}
-		if err := testmodel.WriteDir(d, spec, testdata.ChatGLM3(t)); err != nil {
+		if err := testmodel.WriteDir(d, spec, shareddata.ChatGLM3(t)); err != nil {
 			cacheMu.Unlock()
 			t.Fatal(err)
 		}
@@ -492,7 +492,7 @@ func TestPrefersSafetensors(t *testing.T) {
 }
 
 func TestRealConfig(t *testing.T) {
-	c, err := convert.LoadConfig(testdata.ChatGLM3(t))
+	c, err := convert.LoadConfig(shareddata.ChatGLM3(t))
 	if err != nil {
 		t.Fatal(err)
 	}

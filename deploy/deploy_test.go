@@ -30,7 +30,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
-	"github.com/chatglm/chatglm/internal/testbin"
+	"github.com/chatglm/chatglm/internal/fixture/testbin"
 	"github.com/chatglm/chatglm/server"
 )
 

@@ -11,10 +11,10 @@ import (
 	"github.com/chatglm/chatglm/binding"
 	"github.com/chatglm/chatglm/engine"
 	"github.com/chatglm/chatglm/gen"
-	"github.com/chatglm/chatglm/internal/testgguf"
+	"github.com/chatglm/chatglm/internal/fixture/testmodel"
 )
 
-func TestMain(m *testing.M) { testgguf.Main(m) }
+func TestMain(m *testing.M) { testmodel.Main(m) }
 
 func open(t *testing.T, parallel int) *engine.Engine {
 	t.Helper()
@@ -26,7 +26,7 @@ func open(t *testing.T, parallel int) *engine.Engine {
 func openSized(t *testing.T, parallel, ctx, batch int) *engine.Engine {
 	t.Helper()
 	e, err := engine.Open(context.Background(), engine.Options{
-		ModelPath: testgguf.Tiny(t), Parallel: parallel, ContextSize: ctx, BatchSize: batch, Threads: 2,
+		ModelPath: testmodel.TinyGGUF(t), Parallel: parallel, ContextSize: ctx, BatchSize: batch, Threads: 2,
 		FlashAttn: binding.FlashAttnOff,
 	})
 	if err != nil {

@@ -9,14 +9,14 @@ import (
 	"github.com/chatglm/chatglm/binding"
 	"github.com/chatglm/chatglm/engine"
 	"github.com/chatglm/chatglm/gguf"
-	"github.com/chatglm/chatglm/internal/testgguf"
+	"github.com/chatglm/chatglm/internal/fixture/testmodel"
 )
 
 // TestResolveMmap: auto maps a file whose weights the CPU uses as they are
 // (f16), reads one whose weights it repacks (q4_0 on an AVX2 build), and
 // maps anything whose weights all go to a GPU; on and off are obeyed.
 func TestResolveMmap(t *testing.T) {
-	f16 := testgguf.Tiny(t)
+	f16 := testmodel.TinyGGUF(t)
 	q40 := filepath.Join(t.TempDir(), "tiny-q4_0.gguf")
 	if err := binding.Quantize(f16, q40, "q4_0", 2); err != nil {
 		t.Fatal(err)
@@ -31,7 +31,7 @@ func TestResolveMmap(t *testing.T) {
 	}{
 		{engine.MmapAuto, f16, 0, false, true},
 		{engine.MmapAuto, q40, 0, false, !repacks},
-		{engine.MmapAuto, q40, -1, true, true},  // all layers on a GPU
+		{engine.MmapAuto, q40, -1, true, true},    // all layers on a GPU
 		{engine.MmapAuto, q40, 1, true, !repacks}, // one of two layers on a GPU
 		{engine.MmapAuto, q40, -1, false, !repacks},
 		{engine.MmapOn, q40, 0, false, true},

@@ -10,7 +10,7 @@ import (
 
 	"github.com/chatglm/chatglm/binding"
 	"github.com/chatglm/chatglm/gen"
-	"github.com/chatglm/chatglm/internal/testgguf"
+	"github.com/chatglm/chatglm/internal/fixture/testmodel"
 )
 
 // fill puts the next token of every generating job first, then as much of
@@ -57,7 +57,7 @@ var (
 )
 
 func options(t *testing.T, parallel int) Options {
-	return Options{ModelPath: testgguf.Tiny(t), Parallel: parallel, ContextSize: 256, BatchSize: 64, Threads: 2, FlashAttn: binding.FlashAttnOff}
+	return Options{ModelPath: testmodel.TinyGGUF(t), Parallel: parallel, ContextSize: 256, BatchSize: 64, Threads: 2, FlashAttn: binding.FlashAttnOff}
 }
 
 // A decode that fails because of one job ends that job only: the step is

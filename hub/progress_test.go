@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chatglm/chatglm/internal/vtscreen"
+	"github.com/chatglm/chatglm/internal/fixture/vtscreen"
 )
 
 // TestBarProgressOnTerminal: the totals line and a line per large file in

@@ -21,7 +21,7 @@ mkdir -p "$BENCH_DIR"
 [ -x "$BIN" ] || { echo "bench-convert: $BIN missing (run make build)" >&2; exit 1; }
 [ -x /usr/bin/time ] || { echo "bench-convert: /usr/bin/time missing (apt-get install time)" >&2; exit 1; }
 
-go run ./internal/testmodel/cmd/synth -o "$SRC" >/dev/null
+go run ./tools/synth -o "$SRC" >/dev/null
 
 WORK=$(mktemp -d "$BENCH_DIR/run.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT

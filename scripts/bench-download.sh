@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Download benchmark: `chatglm pull` against curl, same bytes, same local server.
 #
-# internal/benchhub serves N generated files (default 3 x 1 GiB, made once in
+# tools/benchhub serves N generated files (default 3 x 1 GiB, made once in
 # $BENCH_CACHE) as a Hub repo on 127.0.0.1: the API, resolve redirects and a
 # CDN with Range support. curl fetches the CDN URLs of all files in parallel;
 # `chatglm pull --all` fetches the same repo through the Hub API (listing,
@@ -35,7 +35,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$GO" build -o "$work/benchhub" ./internal/benchhub
+"$GO" build -o "$work/benchhub" ./tools/benchhub
 mkfifo "$work/stdin"
 echo "bench-download: preparing $FILES x $MB MiB in $CACHE (first run generates them)" >&2
 "$work/benchhub" -cache "$CACHE" -files "$FILES" -size-mb "$MB" <"$work/stdin" >"$work/info" &

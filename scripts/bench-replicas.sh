@@ -8,7 +8,7 @@
 #      X-Session-Id header (each conversation stays on the replica that holds
 #      its KV prefix) and once round robin (each turn lands on the next
 #      replica), reported as the mean TTFT of turns 2..N and the share of
-#      prompt tokens served from a cache (internal/benchreplicas).
+#      prompt tokens served from a cache (tools/benchreplicas).
 #   2. Aggregate tokens/s: the same load (internal/loadgen) against one
 #      replica directly and against the three behind HAProxy.
 #
@@ -43,7 +43,7 @@ cleanup() {
 trap cleanup EXIT
 
 CGO_ENABLED=0 go build -o "$work/loadgen" ./internal/loadgen
-CGO_ENABLED=0 go build -o "$work/benchreplicas" ./internal/benchreplicas
+CGO_ENABLED=0 go build -o "$work/benchreplicas" ./tools/benchreplicas
 model=${BENCH_REPLICAS_MODEL:-}
 if [ -z "$model" ]; then
 	model="$work/random-h$HIDDEN.gguf"

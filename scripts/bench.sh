@@ -11,7 +11,7 @@
 #     transparent huge pages, mmap and no mmap; q8_0 without mmap (what the
 #     load settings cost or gain);
 #   - conversion seconds and peak RSS against cp (scripts/bench-convert.sh);
-#   - multi-turn chat TTFT, turn 10 / turn 1 (internal/benchttft, q4_0);
+#   - multi-turn chat TTFT, turn 10 / turn 1 (tools/benchttft, q4_0);
 #   - download throughput against curl (scripts/bench-download.sh);
 #   - server aggregate tokens/s, --parallel 4 against --parallel 1
 #     (scripts/bench-server.sh);
@@ -96,7 +96,7 @@ models=0
 for s in f16 q8_0 q4_0 variants ttft; do skip "$s" || models=1; done
 
 # The synthetic checkpoint (12.5 GB, made once).
-[ "$models" = 1 ] && go run ./internal/testmodel/cmd/synth -o "$SRC" >/dev/null
+[ "$models" = 1 ] && go run ./tools/synth -o "$SRC" >/dev/null
 
 # Conversion against cp. Run before the GGUFs fill the page cache.
 if ! skip convert; then
@@ -153,17 +153,17 @@ if ! skip variants; then
 fi
 
 # Multi-turn TTFT through the chat package and the engine (q4_0, 2 threads).
-# The q4_0 matrix-vector kernel on its own (internal/kernelbench): weights in
+# The q4_0 matrix-vector kernel on its own (internal/measure/kernelbench): weights in
 # cache, and a 302 MB matrix streamed from memory. Its rate from memory is
 # the ceiling of q4_0 generation with this llama.cpp, below the bandwidth.
 if ! skip kernel; then
 	log "q4_0 mat-vec kernel alone, in cache and from memory"
-	go run ./internal/kernelbench/cmd/kbench -type q4_0 -threads "$THREADS" -reps 5 >"$RAW/kernel.json"
+	go run ./tools/kbench -type q4_0 -threads "$THREADS" -reps 5 >"$RAW/kernel.json"
 fi
 
 if ! skip ttft; then
 	log "multi-turn TTFT (10 turns, q4_0)"
-	go run ./internal/benchttft -m "$BENCH_DIR/chatglm3-6b-q4_0.gguf" -turns 10 -words 40 -reply 16 -ctx 4096 \
+	go run ./tools/benchttft -m "$BENCH_DIR/chatglm3-6b-q4_0.gguf" -turns 10 -words 40 -reply 16 -ctx 4096 \
 		>"$RAW/ttft.json" 2> >(grep '^benchttft:' >&2) || log "benchttft failed"
 fi
 

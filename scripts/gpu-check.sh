@@ -17,7 +17,7 @@
 #                     is built beside it
 #   GGML_SRC          the ggml source folder of the pinned module
 #                     (<ollama module>/ml/backend/ggml/ggml)
-#   SYNTH             the synth command (go build ./internal/testmodel/cmd/synth)
+#   SYNTH             the synth command (go build ./tools/synth)
 #   CHATGLM_TESTDATA  the folder holding chatglm3-6b/{config.json,tokenizer.model,...}
 # Other settings:
 #   CHATGLM_BENCH_DIR where the models are made and cached (~/.cache/chatglm-bench)
@@ -58,7 +58,7 @@ if [ -z "${GGML_SRC:-}" ]; then
 	$have_go || die "no Go here: set GGML_SRC"
 	GGML_SRC="$(go list -m -f '{{.Dir}}' github.com/ollama/ollama)/ml/backend/ggml/ggml"
 fi
-[ -n "${SYNTH:-}" ] || SYNTH="go run ./internal/testmodel/cmd/synth"
+[ -n "${SYNTH:-}" ] || SYNTH="go run ./tools/synth"
 
 # 1. The CUDA module, in the background: the models are made meanwhile.
 build_pid=

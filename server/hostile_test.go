@@ -18,7 +18,7 @@ import (
 
 	"github.com/chatglm/chatglm/chat"
 	"github.com/chatglm/chatglm/gen"
-	"github.com/chatglm/chatglm/internal/testdata"
+	"github.com/chatglm/chatglm/internal/fixture/shareddata"
 	"github.com/chatglm/chatglm/spm"
 )
 
@@ -144,7 +144,7 @@ func TestOversizedPromptNotTokenized(t *testing.T) {
 // TestMaxPieceBytes checks maxPieceBytes against the real tokenizer: no
 // piece stands for more text.
 func TestMaxPieceBytes(t *testing.T) {
-	pieces, err := spm.Load(filepath.Join(testdata.ChatGLM3(t), "tokenizer.model"))
+	pieces, err := spm.Load(filepath.Join(shareddata.ChatGLM3(t), "tokenizer.model"))
 	if err != nil {
 		t.Fatal(err)
 	}

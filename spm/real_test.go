@@ -4,15 +4,15 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/chatglm/chatglm/internal/testdata"
-	"github.com/chatglm/chatglm/internal/testgguf"
+	"github.com/chatglm/chatglm/internal/fixture/shareddata"
+	"github.com/chatglm/chatglm/internal/fixture/testmodel"
 	"github.com/chatglm/chatglm/spm"
 )
 
-func TestMain(m *testing.M) { testgguf.Main(m) }
+func TestMain(m *testing.M) { testmodel.Main(m) }
 
 func TestLoadRealTokenizer(t *testing.T) {
-	p, err := spm.Load(filepath.Join(testdata.ChatGLM3(t), "tokenizer.model"))
+	p, err := spm.Load(filepath.Join(shareddata.ChatGLM3(t), "tokenizer.model"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +27,7 @@ func TestLoadRealTokenizer(t *testing.T) {
 // plain text. ("]sop" is the case llama.cpp's tokenizer gets wrong: it
 // merges it into the control token sop, 64792.)
 func TestLoadGGUF(t *testing.T) {
-	enc, err := spm.LoadGGUF(testgguf.Tiny(t))
+	enc, err := spm.LoadGGUF(testmodel.TinyGGUF(t))
 	if err != nil {
 		t.Fatal(err)
 	}

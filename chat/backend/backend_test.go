@@ -13,18 +13,17 @@ import (
 	"github.com/chatglm/chatglm/chat"
 	"github.com/chatglm/chatglm/engine"
 	"github.com/chatglm/chatglm/gen"
-	"github.com/chatglm/chatglm/internal/testgguf"
-	"github.com/chatglm/chatglm/internal/testmodel"
+	"github.com/chatglm/chatglm/internal/fixture/testmodel"
 )
 
-func TestMain(m *testing.M) { testgguf.Main(m) }
+func TestMain(m *testing.M) { testmodel.Main(m) }
 
 // tinyGGUF is a tiny random ChatGLM3 (the real tokenizer, a 1024-token
 // context) converted to GGUF, made once per test binary.
 func tinyGGUF(t testing.TB) string {
 	spec := testmodel.Tiny
 	spec.SeqLength = 1024
-	return testgguf.Make(t, spec, "f16")
+	return testmodel.GGUF(t, spec, "f16")
 }
 
 func openEngine(t *testing.T, parallel int) (*engine.Engine, Model) {

@@ -7,8 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/chatglm/chatglm/internal/bench"
 	"github.com/chatglm/chatglm/internal/config"
+	"github.com/chatglm/chatglm/internal/measure/bench"
 	"github.com/chatglm/chatglm/third_party/llamacpp"
 )
 

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/chatglm/chatglm/internal/perplexity/tinygguf"
+	"github.com/chatglm/chatglm/internal/fixture/testmodel"
 )
 
 // tinyRandomModel writes a tiny random model (toy vocabulary) for the
@@ -17,7 +17,7 @@ import (
 func tinyRandomModel(t *testing.T) (string, int) {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "tiny-f32.gguf")
-	nv, err := tinygguf.Write(p, tinygguf.Config{})
+	nv, err := testmodel.WriteToyGGUF(p, testmodel.ToyConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

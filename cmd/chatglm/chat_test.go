@@ -22,9 +22,9 @@ import (
 	"github.com/chatglm/chatglm/chat"
 	"github.com/chatglm/chatglm/convert"
 	"github.com/chatglm/chatglm/internal/config"
-	"github.com/chatglm/chatglm/internal/testdata"
-	"github.com/chatglm/chatglm/internal/testmodel"
-	"github.com/chatglm/chatglm/internal/vtscreen"
+	"github.com/chatglm/chatglm/internal/fixture/shareddata"
+	"github.com/chatglm/chatglm/internal/fixture/testmodel"
+	"github.com/chatglm/chatglm/internal/fixture/vtscreen"
 )
 
 // The end-to-end tests run the real program: this test binary re-executes
@@ -59,7 +59,7 @@ func helperCmd(t *testing.T, args ...string) *exec.Cmd {
 // tokenizer to GGUF in the test's temporary folder.
 func tinyModel(t *testing.T) string {
 	t.Helper()
-	tokDir := testdata.ChatGLM3(t)
+	tokDir := shareddata.ChatGLM3(t)
 	dir := t.TempDir()
 	ckpt := filepath.Join(dir, "ckpt")
 	if err := os.Mkdir(ckpt, 0o755); err != nil {

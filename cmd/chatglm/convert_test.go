@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/chatglm/chatglm/internal/testdata"
-	"github.com/chatglm/chatglm/internal/testmodel"
+	"github.com/chatglm/chatglm/internal/fixture/shareddata"
+	"github.com/chatglm/chatglm/internal/fixture/testmodel"
 )
 
 // runProgram runs the program and returns stdout, stderr and the exit error.
@@ -28,7 +28,7 @@ func TestConvertCommand(t *testing.T) {
 	if err := os.Mkdir(ckpt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := testmodel.WriteDir(ckpt, testmodel.Tiny, testdata.ChatGLM3(t)); err != nil {
+	if err := testmodel.WriteDir(ckpt, testmodel.Tiny, shareddata.ChatGLM3(t)); err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "m.gguf")

@@ -15,7 +15,7 @@ import (
 	"github.com/chatglm/chatglm/hub"
 	"github.com/chatglm/chatglm/internal/config"
 	"github.com/chatglm/chatglm/internal/progress"
-	"github.com/chatglm/chatglm/internal/quantize"
+	"github.com/chatglm/chatglm/quantize"
 )
 
 func init() { register(newGetCmd) }

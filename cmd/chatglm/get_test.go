@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/chatglm/chatglm/hub/hubtest"
-	"github.com/chatglm/chatglm/internal/testdata"
-	"github.com/chatglm/chatglm/internal/testmodel"
+	"github.com/chatglm/chatglm/internal/fixture/shareddata"
+	"github.com/chatglm/chatglm/internal/fixture/testmodel"
 )
 
 // fakeHubWithTinyModel serves a tiny ChatGLM3 checkpoint (safetensors and
@@ -18,7 +18,7 @@ func fakeHubWithTinyModel(t *testing.T) *hubtest.Server {
 	dir := t.TempDir()
 	spec := testmodel.Tiny
 	spec.Format = testmodel.SafetensorsSharded
-	if err := testmodel.WriteDir(dir, spec, testdata.ChatGLM3(t)); err != nil {
+	if err := testmodel.WriteDir(dir, spec, shareddata.ChatGLM3(t)); err != nil {
 		t.Fatal(err)
 	}
 	files := map[string]*hubtest.File{}

@@ -11,7 +11,7 @@ import (
 	"github.com/chatglm/chatglm/binding"
 	"github.com/chatglm/chatglm/engine"
 	"github.com/chatglm/chatglm/internal/config"
-	"github.com/chatglm/chatglm/internal/perplexity"
+	"github.com/chatglm/chatglm/internal/measure/perplexity"
 )
 
 func init() { register(newPerplexityCmd) }

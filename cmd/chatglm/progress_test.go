@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/chatglm/chatglm/hub/hubtest"
-	"github.com/chatglm/chatglm/internal/vtscreen"
+	"github.com/chatglm/chatglm/internal/fixture/vtscreen"
 )
 
 // TestGetProgressInTerminal captures `chatglm get` in a terminal: a pull

@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/chatglm/chatglm/internal/config"
-	"github.com/chatglm/chatglm/internal/quantize"
+	"github.com/chatglm/chatglm/quantize"
 )
 
 func init() { register(newQuantizeCmd) }

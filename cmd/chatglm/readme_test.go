@@ -10,13 +10,13 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/chatglm/chatglm/internal/config"
-	"github.com/chatglm/chatglm/internal/testdata"
+	"github.com/chatglm/chatglm/internal/fixture/shareddata"
 )
 
 // TestREADMEDocumentsEveryCommand keeps README.md true: every command,
 // flag and config key the program has must appear in it.
 func TestREADMEDocumentsEveryCommand(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join(testdata.Root(), "README.md"))
+	b, err := os.ReadFile(filepath.Join(shareddata.Root(), "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}

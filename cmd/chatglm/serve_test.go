@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/chatglm/chatglm/convert"
-	"github.com/chatglm/chatglm/internal/testdata"
-	"github.com/chatglm/chatglm/internal/testmodel"
+	"github.com/chatglm/chatglm/internal/fixture/shareddata"
+	"github.com/chatglm/chatglm/internal/fixture/testmodel"
 )
 
 // TestServeOpenAIClient builds the real binary, serves a tiny random
@@ -96,7 +96,7 @@ func serveTinyModel(t *testing.T, dir string) string {
 	}
 	spec := testmodel.Tiny
 	spec.SeqLength = 1024
-	if err := testmodel.WriteDir(ckpt, spec, testdata.ChatGLM3(t)); err != nil {
+	if err := testmodel.WriteDir(ckpt, spec, shareddata.ChatGLM3(t)); err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "tiny-f16.gguf")

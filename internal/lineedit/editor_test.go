@@ -9,7 +9,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/chatglm/chatglm/internal/vtscreen"
+	"github.com/chatglm/chatglm/internal/fixture/vtscreen"
 )
 
 // script is an input that hands out one chunk per Read and runs checks

@@ -3,7 +3,7 @@
 //
 //	loadgen -make-model out.gguf [-hidden 64 -layers 2]
 //	    writes a random ChatGLM3 checkpoint with the real tokenizer
-//	    (internal/testmodel) and converts it to GGUF, for a benchmark that
+//	    (internal/fixture/testmodel) and converts it to GGUF, for a benchmark that
 //	    needs no downloaded weights.
 //	loadgen -url http://127.0.0.1:8080 -clients 8 -requests 200 -label p4
 //	    sends chat completions from concurrent clients and prints one JSON
@@ -42,8 +42,8 @@ import (
 	"time"
 
 	"github.com/chatglm/chatglm/convert"
-	"github.com/chatglm/chatglm/internal/testdata"
-	"github.com/chatglm/chatglm/internal/testmodel"
+	"github.com/chatglm/chatglm/internal/fixture/shareddata"
+	"github.com/chatglm/chatglm/internal/fixture/testmodel"
 )
 
 func main() {
@@ -105,9 +105,9 @@ func run() error {
 // writeModel makes a random checkpoint (real tokenizer from the shared test
 // data) and converts it to f16 GGUF at out.
 func writeModel(out string, hidden, layers int) error {
-	tok := filepath.Join(testdata.Dir(), "chatglm3-6b")
+	tok := filepath.Join(shareddata.Dir(), "chatglm3-6b")
 	if _, err := os.Stat(filepath.Join(tok, "tokenizer.model")); err != nil {
-		return fmt.Errorf("tokenizer files: %w (set %s or run `make testdata`)", err, testdata.Env)
+		return fmt.Errorf("tokenizer files: %w (set %s or run `make testdata`)", err, shareddata.Env)
 	}
 	dir, err := os.MkdirTemp("", "loadgen-model-")
 	if err != nil {

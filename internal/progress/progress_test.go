@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chatglm/chatglm/internal/vtscreen"
+	"github.com/chatglm/chatglm/internal/fixture/vtscreen"
 )
 
 // clock is a settable time for the rate limits.

@@ -6,7 +6,7 @@
 //
 // It reads, from <dir>/raw: bench-<type>.json (chatglm bench --json) and
 // bench-<type>.time (GNU time -v) for each model type, convert.txt
-// (scripts/bench-convert.sh), ttft.json (internal/benchttft),
+// (scripts/bench-convert.sh), ttft.json (tools/benchttft),
 // download.txt (scripts/bench-download.sh), server.txt
 // (scripts/bench-server.sh), replicas.txt (scripts/bench-replicas.sh),
 // soak.txt (scripts/bench-soak.sh) and info.txt; missing files leave their
@@ -610,7 +610,7 @@ func markdown(r *Report) string {
 		}
 	}
 	if len(r.Kernels) > 0 {
-		b.WriteString("\n## The matrix-vector kernel alone (internal/kernelbench: ggml's CPU kernel, repacked as llama.cpp does)\n\n")
+		b.WriteString("\n## The matrix-vector kernel alone (internal/measure/kernelbench: ggml's CPU kernel, repacked as llama.cpp does)\n\n")
 		b.WriteString("| type | weights | threads | pages | GB/s | bound GB/s | kernel / bound |\n")
 		b.WriteString("| ---- | ------- | ------: | ----- | ---: | ---------: | -------------: |\n")
 		for _, k := range r.Kernels {

@@ -16,19 +16,18 @@ import (
 
 	"github.com/chatglm/chatglm/chat"
 	"github.com/chatglm/chatglm/engine"
-	"github.com/chatglm/chatglm/internal/testgguf"
-	"github.com/chatglm/chatglm/internal/testmodel"
+	"github.com/chatglm/chatglm/internal/fixture/testmodel"
 	"github.com/chatglm/chatglm/server"
 )
 
-func TestMain(m *testing.M) { testgguf.Main(m) }
+func TestMain(m *testing.M) { testmodel.Main(m) }
 
 // tinyGGUF is a tiny random ChatGLM3 (the real tokenizer, a 4096-token
 // context) converted to GGUF, made once per test binary.
 func tinyGGUF(t *testing.T) string {
 	spec := testmodel.Tiny
 	spec.SeqLength = 4096
-	return testgguf.Make(t, spec, "f16")
+	return testmodel.GGUF(t, spec, "f16")
 }
 
 // serveTiny serves the tiny model with parallel sequences of ctxSize tokens.

@@ -27,13 +27,12 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
-	"github.com/chatglm/chatglm/internal/testbin"
-	"github.com/chatglm/chatglm/internal/testgguf"
-	"github.com/chatglm/chatglm/internal/testmodel"
+	"github.com/chatglm/chatglm/internal/fixture/testbin"
+	"github.com/chatglm/chatglm/internal/fixture/testmodel"
 	"github.com/chatglm/chatglm/server"
 )
 
-func TestMain(m *testing.M) { testgguf.Main(m) }
+func TestMain(m *testing.M) { testmodel.Main(m) }
 
 // newBrowser starts headless Chromium. Without it the test is skipped,
 // unless CI=true, where a missing browser is a failure (.ci/run installs it).
@@ -673,7 +672,7 @@ func TestPageRealServe(t *testing.T) {
 	bin := testbin.Path(t)
 	spec := testmodel.Tiny
 	spec.SeqLength = 2048
-	model := testgguf.Make(t, spec, "f16")
+	model := testmodel.GGUF(t, spec, "f16")
 	const apiKey = "page-key"
 	srv := startServe(t, bin, "chatglm: chat page at ", "-m", model, "--port", "0", "--parallel", "2", "--api-key", apiKey,
 		"--temperature", "0.3", "--top-p", "0.7", "-n", "12", "--threads", "2")

@@ -25,13 +25,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chatglm/chatglm/internal/testbin"
-	"github.com/chatglm/chatglm/internal/testgguf"
-	"github.com/chatglm/chatglm/internal/testmodel"
+	"github.com/chatglm/chatglm/internal/fixture/testbin"
+	"github.com/chatglm/chatglm/internal/fixture/testmodel"
 	"github.com/chatglm/chatglm/server"
 )
 
-func TestMain(m *testing.M) { testgguf.Main(m) }
+func TestMain(m *testing.M) { testmodel.Main(m) }
 
 // SessionHeader is the header a client sends to keep a conversation on one
 // replica (docs/scaling.md).
@@ -62,7 +61,7 @@ func haproxyPath(t *testing.T) string {
 func tinyModel(t *testing.T) string {
 	spec := testmodel.Tiny
 	spec.SeqLength = 2048
-	return testgguf.Make(t, spec, "f16")
+	return testmodel.GGUF(t, spec, "f16")
 }
 
 // proc is a running child process with its output collected.
