@@ -151,6 +151,11 @@ func (s *fakeSeq) Generate(ctx context.Context, req gen.Request, onToken func(ge
 				res.Finish = gen.FinishStop
 				return res, nil
 			}
+			// A failed write to a client that went away ends the
+			// generation as its context's cancellation would: which
+			// comes first is a race.
+			f.cancelled.Add(1)
+			res.Finish = gen.FinishCancelled
 			return res, err
 		}
 		if req.MaxTokens > 0 && len(res.Tokens) >= req.MaxTokens {
