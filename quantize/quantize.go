@@ -91,7 +91,14 @@ func File(ctx context.Context, in, out, typ string, o Options) (err error) {
 		return fmt.Errorf("quantize: %w", err)
 	}
 	tmp := tmpf.Name()
+	// llama.cpp truncates and fills this file, keeping its mode: the
+	// model is readable by all, as convert's output is.
+	err = tmpf.Chmod(0o644)
 	tmpf.Close()
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("quantize: %w", err)
+	}
 	defer func() {
 		if err != nil {
 			os.Remove(tmp)

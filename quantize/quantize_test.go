@@ -55,6 +55,11 @@ func TestQuantizeTypes(t *testing.T) {
 			if calls == 0 || last[0] != last[1] {
 				t.Fatalf("progress: %d calls, last %v", calls, last)
 			}
+			// Readable by all, like convert's output (the temporary file
+			// it is renamed from is created 0600).
+			if st, err := os.Stat(out); err != nil || st.Mode().Perm()&0o044 != 0o044 {
+				t.Fatalf("output mode: %v %v", st.Mode(), err)
+			}
 			f, err := gguf.Open(out)
 			if err != nil {
 				t.Fatal(err)
