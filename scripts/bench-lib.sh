@@ -11,7 +11,7 @@ bench_setup() {
 	work=$(mktemp -d)
 	server_pid=
 	trap bench_cleanup EXIT
-	CGO_ENABLED=0 go build -o "$work/loadgen" ./internal/loadgen
+	CGO_ENABLED=0 go build -o "$work/loadgen" ./tools/loadgen
 	model=$1
 	desc=$1
 	if [ -z "$model" ]; then

@@ -9,7 +9,7 @@
 #      its KV prefix) and once round robin (each turn lands on the next
 #      replica), reported as the mean TTFT of turns 2..N and the share of
 #      prompt tokens served from a cache (tools/benchreplicas).
-#   2. Aggregate tokens/s: the same load (internal/loadgen) against one
+#   2. Aggregate tokens/s: the same load (tools/loadgen) against one
 #      replica directly and against the three behind HAProxy.
 #
 # The model is $BENCH_REPLICAS_MODEL, or a random ChatGLM3 with the real
@@ -42,7 +42,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-CGO_ENABLED=0 go build -o "$work/loadgen" ./internal/loadgen
+CGO_ENABLED=0 go build -o "$work/loadgen" ./tools/loadgen
 CGO_ENABLED=0 go build -o "$work/benchreplicas" ./tools/benchreplicas
 model=${BENCH_REPLICAS_MODEL:-}
 if [ -z "$model" ]; then

@@ -3,7 +3,7 @@
 # tiny model, twice, a fresh server each time:
 #   baseline  8 well-behaved clients streaming chat completions back to back;
 #   hostile   the same 8 beside 7 hostile clients, one of each kind
-#             (internal/loadgen/hostile.go): malformed JSON, deeply nested
+#             (tools/loadgen/hostile.go): malformed JSON, deeply nested
 #             JSON, oversized bodies, slow senders of bodies and of headers,
 #             a client that stops reading mid-stream (8 pipelined streams on
 #             a small receive window: more than the kernel buffers, so the

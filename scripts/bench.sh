@@ -188,5 +188,5 @@ if ! skip replicas; then
 fi
 
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RAW/info.txt"
-go run ./scripts/benchreport -dir "$OUT"
+go run ./tools/benchreport -dir "$OUT"
 log "wrote $OUT/bench.md and $OUT/bench.json"

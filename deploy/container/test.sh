@@ -60,7 +60,7 @@ podman build --isolation chroot --network host -f deploy/container/Containerfile
 
 # A tiny random ChatGLM3 model with the real tokenizer.
 mkdir -p "$work/models"
-CGO_ENABLED=0 go run ./internal/loadgen -make-model "$work/models/tiny.gguf" -hidden 64 -layers 2 >&2
+CGO_ENABLED=0 go run ./tools/loadgen -make-model "$work/models/tiny.gguf" -hidden 64 -layers 2 >&2
 chmod -R a+rX "$work"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 args=(serve -m /models/tiny.gguf --host 127.0.0.1 --port "$port" --drain 1s)

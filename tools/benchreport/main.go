@@ -2,7 +2,7 @@
 // table: markdown on stdout and in <dir>/bench.md, JSON in <dir>/bench.json.
 // Every figure is given beside the baseline measured in the same run.
 //
-//	go run ./scripts/benchreport -dir bench-results/<run>
+//	go run ./tools/benchreport -dir bench-results/<run>
 //
 // It reads, from <dir>/raw: bench-<type>.json (chatglm bench --json) and
 // bench-<type>.time (GNU time -v) for each model type, convert.txt
@@ -25,6 +25,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/chatglm/chatglm/internal/measure/soakresult"
 )
 
 // benchRecord holds the fields of a `chatglm bench --json` record used here.
@@ -114,40 +116,11 @@ type Report struct {
 }
 
 // Soak is the soak run: the verdict line of loadgen -soak-compare
-// (scripts/bench-soak.sh), the fields used here.
-type Soak struct {
-	Model     string    `json:"model"`
-	Pass      bool      `json:"pass"`
-	Misses    []string  `json:"misses,omitempty"`
-	Failures  int       `json:"failures"`
-	P99Ratio  float64   `json:"p99_ratio"`
-	RSSGrowth float64   `json:"rss_growth"`
-	Alive     bool      `json:"alive"`
-	Runs      []SoakRun `json:"runs"` // baseline, hostile
-}
+// (scripts/bench-soak.sh).
+type Soak = soakresult.Verdict
 
 // SoakRun is one run of the soak.
-type SoakRun struct {
-	Label         string  `json:"label"`
-	Clients       int     `json:"clients"`
-	Hostile       int     `json:"hostile"`
-	WarmupSeconds float64 `json:"warmup_s"`
-	Seconds       float64 `json:"duration_s"`
-	Requests      int     `json:"requests"`
-	Failures      int     `json:"failures"`
-	P99Millis     float64 `json:"p99_ms"`
-	RSSWarmKiB    int64   `json:"rss_warm_kib"`
-	RSSEndKiB     int64   `json:"rss_end_kib"`
-	RSSPeakKiB    int64   `json:"rss_peak_kib"`
-	Alive         bool    `json:"alive"`
-	LoadAvg       string  `json:"loadavg_1m"`
-	HostileKinds  []struct {
-		Kind           string         `json:"kind"`
-		Connections    int            `json:"connections"`
-		Outcomes       map[string]int `json:"outcomes"`
-		MaxHeldSeconds float64        `json:"max_held_s"`
-	} `json:"hostile_kinds"`
-}
+type SoakRun = soakresult.Run
 
 func main() {
 	dir := flag.String("dir", "", "run folder written by scripts/bench.sh")

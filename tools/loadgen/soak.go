@@ -25,6 +25,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/chatglm/chatglm/internal/measure/soakresult"
 )
 
 // The soak targets (issue 11).
@@ -75,34 +77,8 @@ func soakFlags() *soakCLI {
 	return s
 }
 
-// soakResult is one soak run.
-type soakResult struct {
-	Label         string      `json:"label,omitempty"`
-	Clients       int         `json:"clients"`
-	Hostile       int         `json:"hostile"`
-	WarmupSeconds float64     `json:"warmup_s"`
-	Seconds       float64     `json:"duration_s"`
-	Requests      int         `json:"requests"`
-	Failures      int         `json:"failures"`
-	FirstError    string      `json:"first_error,omitempty"`
-	LastError     string      `json:"last_error,omitempty"`
-	Tokens        int         `json:"generated_tokens"`
-	TokensPerSec  float64     `json:"tokens_per_s"`
-	P50Millis     float64     `json:"p50_ms"`
-	P99Millis     float64     `json:"p99_ms"`
-	MaxMillis     float64     `json:"max_ms"`
-	TTFTP50Millis float64     `json:"ttft_p50_ms"`
-	TTFTP99Millis float64     `json:"ttft_p99_ms"`
-	RSSWarmKiB    int64       `json:"rss_warm_kib,omitempty"` // at the end of the warm-up
-	RSSEndKiB     int64       `json:"rss_end_kib,omitempty"`  // at the end of the measurement
-	RSSPeakKiB    int64       `json:"rss_peak_kib,omitempty"` // highest of the 1 s samples
-	RSSGrowth     float64     `json:"rss_growth"`             // end / warm - 1
-	Alive         bool        `json:"alive"`                  // process running and /health 200 at the end
-	AliveNote     string      `json:"alive_note,omitempty"`
-	DiedAfterSecs float64     `json:"died_after_s,omitempty"`
-	HostileKinds  []kindStats `json:"hostile_kinds,omitempty"`
-	LoadAvg       string      `json:"loadavg_1m,omitempty"`
-}
+// soakResult is one soak run (see soakresult.Run).
+type soakResult = soakresult.Run
 
 var (
 	errServerDied = errors.New("the server process died")
@@ -476,20 +452,8 @@ func sleepUntil(ctx context.Context, t time.Time) bool {
 	return ctx.Err() == nil
 }
 
-// soakVerdict is the comparison of a baseline soak with a hostile one.
-type soakVerdict struct {
-	Bench           string       `json:"bench"`
-	Model           string       `json:"model,omitempty"`
-	Pass            bool         `json:"pass"`
-	Misses          []string     `json:"misses,omitempty"`
-	Failures        int          `json:"failures"`
-	P99Ratio        float64      `json:"p99_ratio"`
-	TargetP99Ratio  float64      `json:"target_p99_ratio"`
-	RSSGrowth       float64      `json:"rss_growth"`
-	TargetRSSGrowth float64      `json:"target_rss_growth"`
-	Alive           bool         `json:"alive"`
-	Runs            []soakResult `json:"runs"` // baseline, hostile
-}
+// soakVerdict compares a baseline soak with a hostile one (see soakresult.Verdict).
+type soakVerdict = soakresult.Verdict
 
 // judgeSoaks holds a baseline run and a run with hostile clients against
 // the soak targets.
@@ -548,7 +512,7 @@ func compareSoaks(w io.Writer, basePath, hostilePath, model string) error {
 			r.Label, r.Clients, r.Hostile, r.Seconds, r.WarmupSeconds, r.Requests, r.Failures, r.P50Millis, r.P99Millis, r.MaxMillis,
 			r.TTFTP99Millis, r.TokensPerSec, mib(r.RSSWarmKiB), mib(r.RSSEndKiB), 100*r.RSSGrowth, mib(r.RSSPeakKiB), r.Alive, r.LoadAvg)
 		for _, k := range r.HostileKinds {
-			fmt.Fprintf(w, "  %-15s %s\n", k.Kind, k.summary())
+			fmt.Fprintf(w, "  %-15s %s\n", k.Kind, kindSummary(k))
 		}
 	}
 	verdict := "PASS"

@@ -24,6 +24,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/chatglm/chatglm/internal/measure/soakresult"
 )
 
 // hostileConfig tunes the hostile clients.
@@ -481,19 +483,11 @@ func (e *hostileEnv) disconnect(ctx context.Context, attempt int) []outcome {
 	return []outcome{{what: "hung up mid-stream"}}
 }
 
-// kindStats is what one hostile kind met in a soak run.
-type kindStats struct {
-	Kind        string         `json:"kind"`
-	Clients     int            `json:"clients"`
-	Connections int            `json:"connections"`
-	Outcomes    map[string]int `json:"outcomes"`
-	// MaxHeldSeconds is the longest the server kept a slow sender's
-	// connection before it answered or closed it.
-	MaxHeldSeconds float64 `json:"max_held_s,omitempty"`
-}
+// kindStats is what one hostile kind met in a soak run (see soakresult.KindStats).
+type kindStats = soakresult.KindStats
 
-// summary is the stats as one line of text.
-func (k kindStats) summary() string {
+// kindSummary is k as one line of text.
+func kindSummary(k kindStats) string {
 	var parts []string
 	for _, o := range sortedOutcomes(k.Outcomes) {
 		parts = append(parts, fmt.Sprintf("%s x%d", o, k.Outcomes[o]))
