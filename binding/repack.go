@@ -5,6 +5,8 @@ package binding
 */
 import "C"
 
+import "sync"
+
 // CPURepacks reports whether ggml's CPU backend, as compiled into this
 // binary, repacks a weight of ggml type typ with rows rows (ne[1]) into an
 // interleaved layout when it loads it: the faster matrix-vector kernels
@@ -13,7 +15,7 @@ import "C"
 // version (ggml_repack_get_optimal_repack_type) for x86; on other CPUs it
 // answers false.
 func CPURepacks(typ uint32, rows uint64) bool {
-	if !CPUBuildInfo().Repack {
+	if !repackBuilt() {
 		return false
 	}
 	avx2 := C.ggml_cpu_has_avx2() != 0
@@ -25,3 +27,7 @@ func CPURepacks(typ uint32, rows uint64) bool {
 	}
 	return false
 }
+
+// repackBuilt reports, once, whether the CPU backend was built with weight
+// repacking (callers ask for every tensor of a model).
+var repackBuilt = sync.OnceValue(func() bool { return CPUBuildInfo().Repack })
